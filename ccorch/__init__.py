@@ -1,0 +1,8 @@
+"""Claude Code Orchestrator internals: plan, agents, state and rendering.
+
+`orchestrator.py` (CLI and workflow) and `advanced.py` (rate limits, system
+monitor, worktrees, validation) are the readable homes of their concerns; this
+package holds the rest. Imports go one way: nothing here imports the CLI.
+"""
+
+__version__ = "0.1.0"
