@@ -1,0 +1,433 @@
+"""The four mechanisms of the design card.
+
+RateLimitManager  classify agent outcomes, pause every task for a usage limit, back off transients
+SystemMonitor     hold new agent starts while CPU, memory or disk are short (psutil)
+WorktreeManager   worktrees, branches, the stage's integration and moving the base branch
+MilestoneValidator the checks after an agent run: exit criteria, tests, lint, quality gates
+
+This module never imports orchestrator.py. Clocks, sleeps and probes are constructor
+parameters so tests run instantly and deterministically.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime as dt
+import re
+import shutil
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import NamedTuple, Protocol
+
+import tenacity
+
+from ccorch import git, limits, proc
+from ccorch.agents import AgentRun
+from ccorch.config import Config, MonitorConfig, ValidationConfig
+from ccorch.errors import OrchestratorError
+from ccorch.plan import Check, Milestone
+
+Sleep = Callable[[float], bool]  # sleeps up to N seconds; True when woken by a stop
+
+
+class RateLimitManager:
+    """Shared by every worker: the account is shared, so one usage limit pauses all tasks."""
+
+    def __init__(self, config: Config, clock: Callable[[], float] = time.time, sleep: Sleep | None = None) -> None:
+        self._config = config
+        self._clock = clock
+        self._stop = threading.Event()
+        self._sleep: Sleep = sleep or self._stop.wait
+        self._lock = threading.Lock()
+        self._paused_until = 0.0
+        self.reason = ""
+
+    def classify(self, preset: str, run: AgentRun) -> limits.Classification:
+        now = dt.datetime.fromtimestamp(self._clock()).astimezone()
+        result = limits.classify(preset, run.returncode, run.output, now)
+        if run.killed == "stopped" and result.kind not in ("usage_limit", "auth"):
+            return limits.Classification("failed", None, "stopped")
+        if run.killed and result.kind not in ("usage_limit", "auth"):
+            return limits.Classification("transient", None, f"killed by the {run.killed} watchdog")
+        return result
+
+    def pause(self, reset_at: float | None, reason: str) -> float:
+        """Hold every new agent start until the limit lifts; returns when starts resume."""
+        now = self._clock()
+        if reset_at is None or reset_at <= now:
+            until = now + self._config.claude_rate_limit_wait  # no usable reset time: probe later
+        else:
+            until = reset_at + self._config.rate_limit.grace_seconds
+        with self._lock:
+            if until > self._paused_until:
+                self._paused_until, self.reason = until, reason
+            return self._paused_until
+
+    @property
+    def paused_until(self) -> float:
+        return self._paused_until
+
+    def wait_if_paused(self, stop: threading.Event) -> bool:
+        """Block while paused (in short slices, so a clock jump or a stop is noticed); False if stopped."""
+        while not stop.is_set():
+            remaining = self._paused_until - self._clock()
+            if remaining <= 0:
+                return True
+            if self._sleep(min(remaining, 30.0)) or stop.is_set():
+                return False
+        return False
+
+    def retrying(self, attempts: int) -> tenacity.Retrying:
+        """Exponential backoff with jitter for transient errors, `attempts` tries in all."""
+        rl = self._config.rate_limit
+        return tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(max(1, attempts)),
+            wait=tenacity.wait_exponential_jitter(initial=rl.backoff_initial_seconds, max=rl.backoff_max_seconds),
+            retry=tenacity.retry_if_result(lambda outcome: bool(getattr(outcome, "retryable", False))),
+            sleep=self._sleep,  # type: ignore[arg-type]
+            retry_error_callback=lambda state: state.outcome.result() if state.outcome else None,
+        )
+
+    def wake(self) -> None:
+        self._stop.set()
+
+
+class Sample(NamedTuple):
+    cpu_percent: float
+    memory_percent: float
+    disk_free_gb: float
+
+
+class Probe(Protocol):
+    def cpu_percent(self) -> float: ...
+    def memory_percent(self) -> float: ...
+    def disk_free_gb(self, path: Path) -> float: ...
+
+
+class PsutilProbe:
+    def __init__(self) -> None:
+        import psutil
+
+        self._psutil = psutil
+        psutil.cpu_percent(interval=None)  # the first reading is meaningless: prime it
+
+    def cpu_percent(self) -> float:
+        return float(self._psutil.cpu_percent(interval=None))
+
+    def memory_percent(self) -> float:
+        return float(self._psutil.virtual_memory().percent)
+
+    def disk_free_gb(self, path: Path) -> float:
+        return shutil.disk_usage(path).free / 1024**3
+
+
+class SystemMonitor:
+    """Gates every agent start on CPU (averaged), memory and free disk; running agents continue."""
+
+    def __init__(
+        self,
+        config: MonitorConfig,
+        root: Path,
+        probe: Probe | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Sleep | None = None,
+    ) -> None:
+        self._config = config
+        self._root = root
+        self._probe = probe or PsutilProbe()
+        self._clock = clock
+        self._sleep: Sleep = sleep or threading.Event().wait
+        self._cpu: collections.deque[float] = collections.deque(maxlen=5)
+        self._lock = threading.Lock()
+
+    def sample(self) -> Sample:
+        with self._lock:
+            self._cpu.append(self._probe.cpu_percent())
+            cpu = sum(self._cpu) / len(self._cpu)
+        return Sample(cpu, self._probe.memory_percent(), self._probe.disk_free_gb(self._root))
+
+    def hold_reason(self, sample: Sample | None = None) -> str | None:
+        s = sample or self.sample()
+        c = self._config
+        if s.disk_free_gb < c.min_free_disk_gb:
+            return f"free disk {s.disk_free_gb:.1f} GB is below monitor.min_free_disk_gb {c.min_free_disk_gb:g}"
+        if s.memory_percent > c.max_memory_percent:
+            return f"memory {s.memory_percent:.0f}% is above monitor.max_memory_percent {c.max_memory_percent:g}"
+        if s.cpu_percent > c.max_cpu_percent:
+            return f"CPU {s.cpu_percent:.0f}% (average) is above monitor.max_cpu_percent {c.max_cpu_percent:g}"
+        return None
+
+    def wait_until_ok(self, stop: threading.Event, on_hold: Callable[[str | None], None]) -> str | None:
+        """None once resources allow a start; the reason if they did not within max_wait_minutes."""
+        deadline = self._clock() + self._config.max_wait_minutes * 60
+        reason = self.hold_reason()
+        while reason:
+            on_hold(reason)
+            if self._clock() >= deadline:
+                return f"resources did not recover within {self._config.max_wait_minutes:g} min: {reason}"
+            if self._sleep(min(self._config.interval_seconds, max(0.1, deadline - self._clock()))) or stop.is_set():
+                return "stopped"
+            reason = self.hold_reason()
+        on_hold(None)
+        return None
+
+
+class Integration(NamedTuple):
+    ok: bool
+    commit: str  # the integration result (or "" when it failed)
+    merges: dict[str, str]  # milestone id -> its merge commit
+    reason: str
+
+
+Resolver = Callable[[Path, Sequence[str], str], bool]  # (worktree, conflicted paths, failure) -> fixed?
+
+
+class WorktreeManager:
+    """Every git write the runner makes goes through here; the user's checkout is only ever fast-forwarded."""
+
+    INTEGRATION_BRANCH = "orchestrator/integration"
+
+    def __init__(self, root: Path, worktree_dir: Path, base_branch: str, tasks_file: str) -> None:
+        self.root = root
+        self.dir = worktree_dir
+        self.base_branch = base_branch
+        self.tasks_file = tasks_file
+
+    @staticmethod
+    def branch_for(milestone_id: str) -> str:
+        return f"milestone/{milestone_id}"
+
+    def path_for(self, milestone_id: str) -> Path:
+        return self.dir / milestone_id
+
+    def base_commit(self) -> str:
+        sha = git.rev_parse(self.root, f"refs/heads/{self.base_branch}")
+        if sha is None:
+            raise OrchestratorError(f"base branch `{self.base_branch}` does not exist (set base_branch in the config)")
+        return sha
+
+    def ensure(self, milestone_id: str, base: str, reuse: bool) -> Path:
+        """The milestone's worktree: reused when it is ours, created from `base` when new."""
+        path, branch = self.path_for(milestone_id), self.branch_for(milestone_id)
+        registered = git.worktree_of_branch(self.root, branch)
+        if registered is not None:
+            if registered.resolve() != path.resolve():
+                raise OrchestratorError(f"branch {branch} is checked out at {registered}; remove that worktree first")
+            return path
+        git.prune_worktrees(self.root)
+        if path.exists():
+            self._set_aside(path)
+        if git.branch_exists(self.root, branch):
+            ahead = git.count_commits(self.root, base, branch)
+            if ahead and not reuse:
+                raise OrchestratorError(
+                    f"branch {branch} already exists with {ahead} commit(s) not on {self.base_branch}; "
+                    "continue it with --resume, or remove it with `clean --force` (that drops its work)"
+                )
+            git.add_worktree(self.root, path, branch, None)
+        else:
+            git.add_worktree(self.root, path, branch, base)
+        return path
+
+    def _set_aside(self, path: Path) -> None:
+        # An unregistered folder where a worktree should be (a kill during `worktree add`):
+        # move it aside instead of deleting, in case it holds something.
+        aside = path.with_name(f"{path.name}.orphan-{int(time.time())}")
+        path.rename(aside)
+
+    def remove(self, milestone_id: str, delete_branch: bool) -> None:
+        path, branch = self.path_for(milestone_id), self.branch_for(milestone_id)
+        if git.worktree_of_branch(self.root, branch) is not None:
+            git.remove_worktree(self.root, path, force=True)
+        if delete_branch and git.branch_exists(self.root, branch):
+            git.delete_branch(self.root, branch)  # -d: refuses unless merged
+
+    def integrate(
+        self,
+        items: Sequence[tuple[str, str]],
+        validate: Callable[[Path], str | None],
+        resolve: Resolver | None,
+    ) -> Integration:
+        """Merge the branches in id order in a throwaway worktree; validate after each merge."""
+        path = self._fresh_integration_worktree()
+        merges: dict[str, str] = {}
+        for milestone_id, title in items:
+            reason = self._merge_one(path, milestone_id, title, validate, resolve)
+            if reason:
+                git.abort_merge(path)
+                return Integration(False, "", merges, reason)
+            merges[milestone_id] = git.rev_parse(path, "HEAD") or ""
+        return Integration(True, git.rev_parse(path, "HEAD") or "", merges, "")
+
+    def _merge_one(
+        self, path: Path, mid: str, title: str, validate: Callable[[Path], str | None], resolve: Resolver | None
+    ) -> str:
+        branch = self.branch_for(mid)
+        conflicted = git.merge_no_ff(path, branch, f"Merge milestone {mid}: {title}", [f"Milestone: {mid}"])
+        if conflicted:
+            if resolve is None or not resolve(path, conflicted, ""):
+                return f"merging {branch} conflicts in {', '.join(conflicted)}"
+            if git.unmerged_paths(path) or _has_conflict_markers(path, conflicted):
+                return f"the resolver left conflicts in {', '.join(conflicted)}"
+            git.finish_merge(path)
+        failure = validate(path)
+        if failure and resolve is not None and resolve(path, [], failure):
+            git.commit_all(path, f"Fix integration of milestone {mid}\n\nMilestone-Fix: {mid}")
+            failure = validate(path)
+        return f"after merging {branch} the validation fails: {failure}" if failure else ""
+
+    def _fresh_integration_worktree(self) -> Path:
+        path = self.dir / "_integration"
+        if git.worktree_of_branch(self.root, self.INTEGRATION_BRANCH) is not None:
+            git.remove_worktree(self.root, path, force=True)
+        git.prune_worktrees(self.root)
+        if path.exists():
+            self._set_aside(path)
+        if git.branch_exists(self.root, self.INTEGRATION_BRANCH):
+            git.delete_branch(self.root, self.INTEGRATION_BRANCH, force=True)  # ours, rebuilt each stage
+        git.add_worktree(self.root, path, self.INTEGRATION_BRANCH, self.base_commit())
+        return path
+
+    @property
+    def integration_path(self) -> Path:
+        return self.dir / "_integration"
+
+    def drop_integration(self) -> None:
+        if git.worktree_of_branch(self.root, self.INTEGRATION_BRANCH) is not None:
+            git.remove_worktree(self.root, self.integration_path, force=True)
+        if git.branch_exists(self.root, self.INTEGRATION_BRANCH):
+            git.delete_branch(self.root, self.INTEGRATION_BRANCH, force=True)
+
+    def keep_integration(self, name: str) -> str:
+        """Keep a finished integration the runner could not move the base branch to."""
+        sha = git.rev_parse(self.root, self.INTEGRATION_BRANCH) or ""
+        git.git(self.root, "branch", "-f", name, sha)
+        return name
+
+    def move_base(self, old: str, new: str) -> list[str]:
+        """Move the base branch from old to new; returns the user's files that block it ([] = moved)."""
+        checkout = git.worktree_of_branch(self.root, self.base_branch)
+        if checkout is None:
+            git.update_ref(self.root, self.base_branch, new, old)
+            return []
+        touched = set(git.changed_between(checkout, old, new))
+        dirty = git.status_paths(checkout)
+        blocking = sorted(p for p in dirty if p in touched and p != self.tasks_file)
+        if blocking:
+            return blocking
+        self._release_tasks_file(checkout, old)
+        git.merge_ff_only(checkout, new)
+        return []
+
+    def _release_tasks_file(self, checkout: Path, head: str) -> None:
+        # TASKS.md is a generated view the runner rewrites on every change; put it back to the
+        # committed version so the fast-forward can update it. It is rendered again right after.
+        from ccorch.render import is_generated
+
+        tasks = checkout / self.tasks_file
+        if not tasks.exists() or not is_generated(tasks.read_text(encoding="utf-8", errors="replace")):
+            return
+        if git.show_file(checkout, head, self.tasks_file) is None:
+            tasks.unlink()
+        else:
+            git.git(checkout, "checkout", head, "--", self.tasks_file)
+
+
+def _has_conflict_markers(cwd: Path, paths: Sequence[str]) -> bool:
+    return any(_CONFLICT.search((cwd / p).read_text(errors="replace")) for p in paths if (cwd / p).is_file())
+
+
+_CONFLICT = re.compile(r"^(<{7}|={7}|>{7})( |$)", re.MULTILINE)
+
+
+class CheckResult(NamedTuple):
+    name: str
+    ok: bool
+    output: str
+
+
+class Verdict(NamedTuple):
+    ok: bool
+    results: tuple[CheckResult, ...]
+
+    def summary(self) -> str:
+        failed = [r.name for r in self.results if not r.ok]
+        return f"{len(self.results) - len(failed)}/{len(self.results)} checks passed" + (
+            f"; failing: {'; '.join(failed)}" if failed else ""
+        )
+
+    def failure_output(self) -> str:
+        return "\n\n".join(f"$ {r.name}\n{r.output.strip()}" for r in self.results if not r.ok)
+
+
+class MilestoneValidator:
+    """Checks after an agent run. Never trusts an exit code alone: looks at git and the criteria."""
+
+    def __init__(self, config: ValidationConfig, env: Mapping[str, str], secrets: Sequence[str] = ()) -> None:
+        self._config = config
+        self._env = env
+        self._secrets = [s for s in secrets if len(s) >= 8]
+
+    def run_checks(self, checks: Sequence[Check], cwd: Path) -> Verdict:
+        results = [self._shell(c.command, cwd) for c in checks if c.command]
+        return Verdict(all(r.ok for r in results), tuple(results))
+
+    def after_agent(self, m: Milestone, cwd: Path, base: str) -> Verdict:
+        results = [self._shell(c.command, cwd) for c in m.exit_criteria if c.command]
+        for command in (self._config.test_command, self._config.lint_command):
+            if command:
+                results.append(self._shell(command, cwd))
+        results += self._quality(m, cwd, base)
+        return Verdict(all(r.ok for r in results), tuple(results))
+
+    def merged(self, cwd: Path) -> str | None:
+        if not self._config.test_command:
+            return None
+        result = self._shell(self._config.test_command, cwd)
+        return None if result.ok else f"`{result.name}` failed:\n{result.output[-3000:]}"
+
+    def _shell(self, command: str | None, cwd: Path) -> CheckResult:
+        assert command
+        out = proc.run_shell_check(command, cwd=cwd, env=self._env, timeout=self._config.timeout_minutes * 60)
+        text = (out.stdout + out.stderr)[-8000:]
+        return CheckResult(command, out.returncode == 0, text)
+
+    def _quality(self, m: Milestone, cwd: Path, base: str) -> list[CheckResult]:
+        changed = [p for p in git.changed_between(cwd, base, "HEAD") if (cwd / p).exists()]
+        results = [self._scope(m, git.changed_between(cwd, base, "HEAD"))]
+        big = [p for p in changed if (cwd / p).stat().st_size > self._config.max_file_kb * 1024]
+        results.append(CheckResult("file size limit", not big, f"files over {self._config.max_file_kb} KB: {big}" if big else ""))
+        if self._config.forbid_conflict_markers:
+            marked = [p for p in changed if _has_conflict_markers(cwd, [p])]
+            results.append(CheckResult("no conflict markers", not marked, f"conflict markers in: {marked}" if marked else ""))
+        if self._config.forbid_secrets and self._secrets:
+            leaked = [p for p in changed if self._leaks(cwd / p)]
+            results.append(CheckResult("no secrets from .env", not leaked, f"a value from .env is written in: {leaked}" if leaked else ""))
+        return [r for r in results if r.name]
+
+    def _scope(self, m: Milestone, changed: Sequence[str]) -> CheckResult:
+        named = named_paths(m)
+        if not named or not changed:
+            return CheckResult("", True, "")
+        inside = [p for p in changed if any(p == n or p.startswith(n.rstrip("/") + "/") for n in named)]
+        return CheckResult(
+            "change is in the milestone's scope", bool(inside),
+            "" if inside else f"the milestone names {sorted(named)} but the change only touches {list(changed)[:20]}",
+        )
+
+    def _leaks(self, path: Path) -> bool:
+        try:
+            text = path.read_text(errors="replace")
+        except OSError:
+            return False
+        return any(secret in text for secret in self._secrets)
+
+
+_PATH_SPAN = re.compile(r"`([\w./-]+(?:/|\.[A-Za-z0-9]{1,8}))`")
+
+
+def named_paths(m: Milestone) -> set[str]:
+    """File or folder names a milestone's Tasks name in code spans (`src/app.py`, `docs/`)."""
+    return {p.removeprefix("./") for p in _PATH_SPAN.findall(m.tasks) if not p.startswith(("/", "-"))}

@@ -1,0 +1,231 @@
+"""The commands besides `run`: status, clean, demo, plan, logs, stop, watch, serve."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from ccorch import agents, git, prompts, render, transcript
+from ccorch.config import CONFIG_FILE, config_path, load_config
+from ccorch.errors import EXIT_OK, OrchestratorError, UsageError
+from ccorch.lock import RunLock, holder_alive, read_holder
+from ccorch.plan import Plan, load_plan
+from ccorch.state import STATE_DIR, MilestoneState, RunState, StateStore, update
+
+HERE = Path(__file__).resolve().parent.parent
+
+
+class _View:
+    """Plan + state + git, read-only: what status, plan, watch and serve show."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.root = git.find_root(Path(getattr(args, "project", None) or ".").resolve())
+        explicit = bool(args.config or os.environ.get("ORCHESTRATOR_CONFIG"))
+        self.config = load_config(config_path(self.root, args.config, os.environ), os.environ, explicit)
+        self.plan, self.problems = load_plan(self.root / self.config.milestones_dir, self.root)
+
+    def snapshot(self) -> render.Snapshot:
+        store = StateStore.open(self.root, readonly=True)
+        records: dict[str, MilestoneState] = {}
+        run = RunState()
+        if store is not None:
+            try:
+                records, run = store.milestones(), store.run()
+            finally:
+                store.close()
+        records = self._with_git_truth(records)
+        if run.status == "running" and not _runner_alive(self.root):
+            run = run.__class__(**{**run.__dict__, "status": "interrupted"})
+        return render.snapshot(self.plan, records, run)
+
+    def _with_git_truth(self, records: dict[str, MilestoneState]) -> dict[str, MilestoneState]:
+        base = self.config.base_branch or git.current_branch(self.root) or "HEAD"
+        merged = git.milestone_trailers(self.root, base)
+        out = dict(records)
+        for m in self.plan.milestones:
+            rec = out.get(m.id) or MilestoneState(id=m.id, stage=m.stage, title=m.title)
+            if m.id in merged:
+                out[m.id] = update(rec, status="merged", merge_commit=merged[m.id])
+        return out
+
+
+def _runner_alive(root: Path) -> bool:
+    holder = read_holder(root / STATE_DIR / "lock")
+    return holder is not None and holder_alive(holder)
+
+
+def status(args: argparse.Namespace) -> int:
+    view = _View(args)
+    snap = view.snapshot()
+    if args.json:
+        print(json.dumps(render.status_json(snap), indent=2))
+    else:
+        for problem in view.problems:
+            print(f"warning: {problem}", file=sys.stderr)
+        print(render.status_text(snap))
+    return EXIT_OK
+
+
+def clean(args: argparse.Namespace) -> int:
+    view = _View(args)
+    if _runner_alive(view.root):
+        raise UsageError("a run is going in this project; stop it first (`python orchestrator.py stop`)")
+    base = view.config.base_branch or git.current_branch(view.root) or "HEAD"
+    wt_dir = view.root / view.config.worktree_dir
+    removed, kept = [], []
+    for branch in git.branches(view.root, "milestone/*") + git.branches(view.root, "orchestrator/*"):
+        path = git.worktree_of_branch(view.root, branch)
+        unmerged = not git.is_ancestor(view.root, branch, base)
+        dirty = bool(path and path.exists() and git.status_paths(path))
+        if (unmerged or dirty) and not args.force:
+            kept.append(f"{branch}" + (" (unmerged commits)" if unmerged else " (uncommitted changes)"))
+            continue
+        if path is not None and _inside(path, wt_dir):
+            git.remove_worktree(view.root, path, force=True)
+        git.delete_branch(view.root, branch, force=True)
+        removed.append(branch)
+    git.prune_worktrees(view.root)
+    if args.state:
+        _forget_state(view.root)
+    print(f"removed: {', '.join(removed) or 'nothing'}")
+    if kept:
+        print("kept (holds work not on " + base + "; `clean --force` drops it): " + ", ".join(kept))
+    return EXIT_OK
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path.resolve().is_relative_to(folder.resolve())
+
+
+def _forget_state(root: Path) -> None:
+    for name in ("state.db", "state.db-wal", "state.db-shm"):
+        (root / STATE_DIR / name).unlink(missing_ok=True)
+    shutil.rmtree(root / STATE_DIR / "prompts", ignore_errors=True)
+    print("state forgotten; merged work is read back from git")
+
+
+def demo(args: argparse.Namespace) -> int:
+    """The example plan, a scratch repository and the built-in offline agent: no account needed."""
+    import orchestrator
+
+    target = Path(args.dir).resolve() if args.dir else Path(tempfile.mkdtemp(prefix="orchestrator-demo-"))
+    if target.exists() and any(target.iterdir()):
+        raise UsageError(f"{target} is not empty; pick an empty or new folder for the demo")
+    _make_demo_repo(target)
+    print(f"demo repository: {target}\n")
+    started = time.monotonic()
+    code = orchestrator.main(["run", "--project", str(target), *(["--no-color"] if args.no_color else [])])
+    print(f"\n--- finished in {time.monotonic() - started:.1f}s with exit code {code}; {target}/TASKS.md says:\n")
+    print((target / "TASKS.md").read_text(encoding="utf-8"))
+    print(git.git(target, "log", "--graph", "--oneline", "--decorate", "-n", "20").stdout)
+    print(f"Look around: cd {target} && python {HERE / 'orchestrator.py'} status")
+    return code
+
+
+def _make_demo_repo(target: Path) -> None:
+    target.mkdir(parents=True, exist_ok=True)
+    git.git(target, "init", "-q", "-b", "main")
+    shutil.copytree(HERE / "milestones", target / "milestones")
+    (target / "README.md").write_text("# textstats\n\nA demo project built by Claude Code Orchestrator.\n")
+    config = {"max_parallel_tasks": 4, "agent": {"preset": "demo"}, "review": {"enabled": True}}
+    (target / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+    git.git(target, "add", "-A")
+    git.git(target, "commit", "-q", "-m", "Start the demo project")
+
+
+def plan(args: argparse.Namespace) -> int:
+    view = _View(args)
+    for problem in view.problems:
+        print(f"problem: {problem}", file=sys.stderr)
+    wanted = getattr(args, "milestone", None)
+    if wanted:
+        return _print_prompt(view.plan, wanted, view.root / view.config.worktree_dir / wanted)
+    snap = view.snapshot()
+    by_id = {m.id: m for m in snap.milestones}
+    exe = " ".join(_sample_argv(view))
+    print(f"agent: {exe}\nbase branch: {view.config.base_branch or git.current_branch(view.root)}\n")
+    for stage in view.plan.stages():
+        print(f"Stage {stage} (in parallel, up to {view.config.max_parallel_tasks} at once)")
+        for m in view.plan.in_stage(stage):
+            deps = f" after {', '.join(m.dependencies)}" if m.dependencies else ""
+            est = f" ~{render.format_duration(m.estimate_minutes * 60)}" if m.estimate_minutes else ""
+            print(f"  {m.id} {m.title} [{by_id[m.id].status}]{deps}{est}")
+    return EXIT_OK
+
+
+def _sample_argv(view: _View) -> tuple[str, ...]:
+    inv = agents.build_invocation(
+        view.config.agent, role="implement", milestone_id="<ID>", worktree=Path("<worktree>"), prompt="",
+        prompt_file=Path("<prompt file>"), base_env={}, extra_env={}, resume_session=None,
+    )
+    return tuple("<new uuid>" if a == inv.session_id else a for a in inv.argv)
+
+
+def _print_prompt(plan: Plan, milestone_id: str, worktree: Path) -> int:
+    m = plan.get(milestone_id)
+    if m is None:
+        raise UsageError(f"no milestone {milestone_id} in the plan (have: {', '.join(x.id for x in plan.milestones)})")
+    print(prompts.implement(m, str(worktree)))
+    return EXIT_OK
+
+
+def logs(args: argparse.Namespace) -> int:
+    view = _View(args)
+    path = view.root / view.config.logging.log_dir / f"{args.milestone}.log"
+    if not path.exists():
+        raise UsageError(f"no log for {args.milestone} yet ({path}); it appears when its agent starts")
+    with open(path, encoding="utf-8", errors="replace") as f:
+        while True:
+            line = f.readline()
+            if line:
+                shown = line.rstrip("\n") if args.raw else transcript.readable(line)
+                if shown:
+                    print(shown, flush=True)
+                continue
+            if not args.follow:
+                return EXIT_OK
+            time.sleep(0.3)
+
+
+def stop(args: argparse.Namespace) -> int:
+    view = _View(args)
+    holder = read_holder(view.root / STATE_DIR / "lock")
+    if holder is None or not holder_alive(holder):
+        raise OrchestratorError("no run is going in this project")
+    control = view.root / STATE_DIR / "control"
+    control.mkdir(parents=True, exist_ok=True)
+    if args.milestone:
+        (control / f"stop-{args.milestone}").write_text("")
+        print(f"asked the runner to stop {args.milestone}")
+        return EXIT_OK
+    (control / "stop-all").write_text("")
+    try:
+        os.kill(int(holder["pid"]), signal.SIGTERM)
+    except OSError:
+        pass
+    print(f"asked the runner (pid {holder['pid']}) to stop; agents get a grace period, state is saved")
+    return EXIT_OK
+
+
+def watch(args: argparse.Namespace) -> int:
+    from ccorch import dashboard
+
+    view = _View(args)
+    return dashboard.watch(view.snapshot, refresh=args.refresh, once=args.once, no_color=args.no_color)
+
+
+def serve(args: argparse.Namespace) -> int:
+    from ccorch import server
+
+    view = _View(args)
+    return server.serve(view.snapshot, port=args.port)
+
+
+__all__ = ["status", "clean", "demo", "plan", "logs", "stop", "watch", "serve", "RunLock"]

@@ -1,0 +1,354 @@
+"""One milestone, start to finish: worktree, entry checks, agent, commit, checks, review, remediation.
+
+`run_milestone(services, job) -> MilestoneResult` holds no shared in-process state of its own:
+it reports progress through `services.emit` and returns a value; the main thread is the
+only writer of state. So it could later run on another machine with the same inputs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from ccorch import agents, git, limits, prompts, transcript
+from ccorch.config import AgentConfig, Config
+from ccorch.errors import OrchestratorError
+from ccorch.plan import Milestone
+from ccorch.state import MilestoneState
+
+if TYPE_CHECKING:
+    from advanced import MilestoneValidator, RateLimitManager, SystemMonitor, Verdict, WorktreeManager
+
+
+class Progress(NamedTuple):
+    milestone_id: str
+    changes: dict[str, Any]
+
+
+class Paused(NamedTuple):
+    until: float
+    reason: str
+
+
+class Held(NamedTuple):
+    reason: str  # "" when resources recovered
+
+
+class Services(NamedTuple):
+    """What a worker may use. None of it writes the state store."""
+
+    config: Config
+    root: Path
+    rate_limits: RateLimitManager
+    monitor: SystemMonitor
+    validator: MilestoneValidator
+    worktrees: WorktreeManager
+    agent_env: Mapping[str, str]
+    log_dir: Path
+    prompt_dir: Path
+    stop_for: Callable[[str], threading.Event]  # set on a global stop or `stop <ID>`
+    emit: Callable[[object], None]
+    clock: Callable[[], float]
+
+
+class Job(NamedTuple):
+    milestone: Milestone
+    base: str
+    previous: MilestoneState | None
+    reuse_branch: bool
+
+
+class MilestoneResult(NamedTuple):
+    id: str
+    status: str  # done, failed, blocked, interrupted
+    reason: str
+    commit: str = ""
+    fatal: bool = False  # an auth problem: the whole run stops
+
+
+class Outcome(NamedTuple):
+    kind: str  # limits kinds plus "interrupted"
+    message: str
+    retryable: bool
+
+
+@dataclasses.dataclass
+class _Tally:
+    """Per-milestone counters that survive retries and resumes (seeded from state)."""
+
+    attempts: int = 0
+    session_id: str = ""
+    cost_usd: float = 0.0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    watchdog_kills: int = 0
+    recoveries: int = 0
+
+    def add(self, report: limits.AgentReport) -> None:
+        self.cost_usd += report.cost_usd or 0.0
+        self.input_tokens += report.input_tokens or 0
+        self.output_tokens += report.output_tokens or 0
+
+    def fields(self) -> dict[str, Any]:
+        return {
+            "attempts": self.attempts, "session_id": self.session_id, "cost_usd": self.cost_usd,
+            "input_tokens": self.input_tokens, "output_tokens": self.output_tokens, "recoveries": self.recoveries,
+        }
+
+
+class _Context(NamedTuple):
+    s: Services
+    m: Milestone
+    path: Path
+    base: str
+    tally: _Tally
+
+
+def run_milestone(s: Services, job: Job) -> MilestoneResult:
+    m, prev = job.milestone, job.previous
+    tally = _Tally()
+    if prev:
+        tally = _Tally(prev.attempts, prev.session_id, prev.cost_usd, prev.input_tokens, prev.output_tokens,
+                       recoveries=prev.recoveries)
+    s.emit(Progress(m.id, {"status": "running", "started_at": s.clock(), "reason": "", "role": "prepare",
+                           "finished_at": 0.0}))
+    try:
+        path = s.worktrees.ensure(m.id, job.base, reuse=job.reuse_branch)
+    except OrchestratorError as e:
+        return MilestoneResult(m.id, "blocked", str(e))
+    s.emit(Progress(m.id, {"branch": s.worktrees.branch_for(m.id), "worktree": str(path)}))
+    ctx = _Context(s, m, path, job.base, tally)
+    entry = s.validator.run_checks(m.entry, path)
+    if not entry.ok:
+        return MilestoneResult(m.id, "blocked", "entry requirements not met: " + entry.summary() + "\n" + entry.failure_output())
+    return _implement_and_review(ctx)
+
+
+def _implement_and_review(ctx: _Context) -> MilestoneResult:
+    m, s = ctx.m, ctx.s
+    already = git.changed_between(ctx.path, ctx.base, "HEAD") + git.status_paths(ctx.path)
+    note = prompts.resume_note("resumed run", already) if already else ""
+    outcome = _run_role(ctx, "implement", prompts.implement(m, str(ctx.path), note), resume_session=bool(already))
+    if outcome.kind != "ok":
+        return _failure(ctx, outcome)
+    commit = _commit(ctx, f"Milestone {m.id}: {m.title}")
+    if not git.changed_between(ctx.path, ctx.base, "HEAD"):
+        return MilestoneResult(m.id, "failed", "no changes: the agent finished but changed nothing")
+    review_cfg = s.config.review
+    for round_no in range(1, review_cfg.max_rounds + 1):
+        s.emit(Progress(m.id, {"role": "check"}))
+        verdict = s.validator.after_agent(m, ctx.path, ctx.base)
+        s.emit(Progress(m.id, {"checks": verdict.summary()}))
+        findings: list[str] = []
+        if verdict.ok and review_cfg.enabled:
+            passed, findings = _review(ctx, round_no)
+            s.emit(Progress(m.id, {"review_rounds": round_no, "last_findings": tuple(findings)}))
+            if passed is None:
+                return MilestoneResult(m.id, "interrupted", "stopped during review")
+            if passed:
+                return MilestoneResult(m.id, "done", "", commit)
+        elif verdict.ok:
+            return MilestoneResult(m.id, "done", "", commit)
+        if round_no == review_cfg.max_rounds:
+            return _unfixed(m, verdict, findings, review_cfg.max_rounds)
+        outcome = _run_role(ctx, "remediate", prompts.remediate(m, str(ctx.path), findings, _failures(verdict)),
+                            resume_session=True)
+        if outcome.kind != "ok":
+            return _failure(ctx, outcome)
+        commit = _commit(ctx, f"Milestone {m.id}: remediation round {round_no}")
+    return MilestoneResult(m.id, "failed", "unreachable")
+
+
+def _failures(verdict: Verdict) -> str:
+    return verdict.failure_output() if not verdict.ok else ""
+
+
+def _unfixed(m: Milestone, verdict: Verdict, findings: list[str], rounds: int) -> MilestoneResult:
+    if not verdict.ok:
+        return MilestoneResult(m.id, "failed", f"exit criteria not met after {rounds} round(s): {verdict.summary()}\n"
+                               + verdict.failure_output()[-2000:])
+    return MilestoneResult(m.id, "failed", f"review failed after {rounds} round(s): " + "; ".join(findings)[:1500])
+
+
+def _commit(ctx: _Context, message: str) -> str:
+    git.commit_all(ctx.path, message)
+    sha = git.rev_parse(ctx.path, "HEAD") or ""
+    ctx.s.emit(Progress(ctx.m.id, {"commit": sha}))
+    return sha
+
+
+def _failure(ctx: _Context, outcome: Outcome) -> MilestoneResult:
+    if outcome.kind == "interrupted":
+        return MilestoneResult(ctx.m.id, "interrupted", outcome.message)
+    fatal = outcome.kind == "auth"
+    return MilestoneResult(ctx.m.id, "failed", f"{outcome.kind}: {outcome.message}", fatal=fatal)
+
+
+def _review(ctx: _Context, round_no: int) -> tuple[bool | None, list[str]]:
+    """(passed, findings); passed None when stopped. The reviewer's edits are thrown away."""
+    review_file = ctx.s.prompt_dir / f"{ctx.m.id}-review-{round_no}.json"
+    prompt = prompts.review(ctx.m, str(ctx.path), git.diff(ctx.path, ctx.base), str(review_file))
+    for _ in range(2):  # no verdict: one retry, then it counts as a failure
+        review_file.unlink(missing_ok=True)
+        outcome = _run_role(ctx, "review", prompt, resume_session=False, extra_env={"ORCHESTRATOR_REVIEW_FILE": str(review_file)})
+        dropped = git.discard_changes(ctx.path)
+        if dropped:
+            _log_line(ctx, f"the reviewer changed {dropped}; those changes were discarded")
+        if outcome.kind == "interrupted":
+            return None, []
+        if outcome.kind != "ok":
+            return False, [f"review run failed: {outcome.message}"]
+        verdict = read_verdict(review_file, outcome.message)
+        if verdict is not None:
+            _write_review_log(ctx, round_no, verdict)
+            return verdict
+    findings = ["reviewer gave no verdict"]
+    _write_review_log(ctx, round_no, (False, findings))
+    return False, findings
+
+
+def read_verdict(review_file: Path, output: str) -> tuple[bool, list[str]] | None:
+    """The review file's JSON first; else a last line `VERDICT: PASS|FAIL` with findings above it."""
+    if review_file.exists():
+        try:
+            data = json.loads(review_file.read_text(encoding="utf-8"))
+            verdict = str(data.get("verdict", "")).lower()
+            if verdict in ("pass", "fail"):
+                return verdict == "pass", [str(f) for f in data.get("findings", [])]
+        except (ValueError, AttributeError):
+            pass
+    lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
+    if lines and lines[-1].upper() in ("VERDICT: PASS", "VERDICT: FAIL"):
+        findings = [ln.lstrip("-* ").strip() for ln in lines[:-1][-20:] if ln.startswith(("-", "*"))]
+        return lines[-1].upper().endswith("PASS"), findings
+    return None
+
+
+def _write_review_log(ctx: _Context, round_no: int, verdict: tuple[bool, list[str]]) -> None:
+    path = ctx.s.log_dir / "reviews" / f"{ctx.m.id}-{round_no}.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [f"# Review of {ctx.m.id}, round {round_no}: {'PASS' if verdict[0] else 'FAIL'}", ""]
+    lines += [f"- {f}" for f in verdict[1]] or ["(no findings)"]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _log_line(ctx: _Context, text: str) -> None:
+    with open(ctx.s.log_dir / f"{ctx.m.id}.log", "a", encoding="utf-8") as log:
+        log.write(f"[orchestrator] {text}\n")
+
+
+def _run_role(
+    ctx: _Context, role: str, prompt: str, resume_session: bool, extra_env: Mapping[str, str] | None = None
+) -> Outcome:
+    """Run an agent role with backoff for transient errors; usage-limit waits are not attempts."""
+    s = ctx.s
+    state = {"prompt": prompt, "resume": resume_session}
+
+    def attempt() -> Outcome:
+        return _attempt(ctx, role, state, extra_env or {})
+
+    retrying = s.rate_limits.retrying(s.config.retry_attempts + 1)
+    outcome: Outcome = retrying(attempt)
+    return outcome
+
+
+def _attempt(ctx: _Context, role: str, state: dict[str, Any], extra_env: Mapping[str, str]) -> Outcome:
+    s, m, tally = ctx.s, ctx.m, ctx.tally
+    agent = s.config.review.agent if role == "review" and s.config.review.agent else s.config.agent
+    while True:
+        stop = s.stop_for(m.id)
+        if stop.is_set():
+            return Outcome("interrupted", "stopped by user", False)
+        if not s.rate_limits.wait_if_paused(stop):
+            return Outcome("interrupted", "stopped while waiting for the usage limit", False)
+        held = s.monitor.wait_until_ok(stop, lambda reason: s.emit(Held(reason or "")))
+        if held:
+            return Outcome("interrupted" if held == "stopped" else "failed", held, False)
+        run, kind = _one_run(ctx, agent, role, state, extra_env)
+        if kind.kind == "usage_limit":
+            until = s.rate_limits.pause(kind.reset_at, kind.message)
+            s.emit(Paused(until, kind.message))
+            _log_line(ctx, f"usage limit: {kind.message}; every task waits until {time.ctime(until)}")
+            state.update(prompt=prompts.continue_after_limit() if agent.preset == "claude" and tally.session_id
+                         else state["prompt"], resume=True)
+            continue
+        if kind.kind == "ok":
+            return Outcome("ok", run.output, False)
+        return _setback(ctx, agent, state, run, kind)
+
+
+def _setback(ctx: _Context, agent: AgentConfig, state: dict[str, Any], run: agents.AgentRun,
+             kind: limits.Classification) -> Outcome:
+    tally = ctx.tally
+    if run.killed == "stopped":
+        return Outcome("interrupted", "stopped by user", False)
+    if "No conversation found with session ID" in run.output:
+        tally.session_id = ""  # the session was never saved: start a fresh one
+        return Outcome("transient", "session to resume was not found", True)
+    if kind.kind == "context":
+        tally.recoveries += 1
+        tally.session_id = ""  # a fresh conversation, told what is already committed
+        committed = git.changed_between(ctx.path, ctx.base, "HEAD") + git.status_paths(ctx.path)
+        state["prompt"] = prompts.implement(ctx.m, str(ctx.path), prompts.resume_note("context exhausted", committed))
+        state["resume"] = False
+        return Outcome("context", kind.message, tally.recoveries <= ctx.s.config.recovery.max_attempts)
+    if run.killed:
+        tally.watchdog_kills += 1  # a killed run counts as transient once, then fails
+        return Outcome("transient", kind.message, tally.watchdog_kills <= 1)
+    return Outcome(kind.kind, kind.message, kind.kind in ("transient", "failed"))
+
+
+def _one_run(
+    ctx: _Context, agent: AgentConfig, role: str, state: dict[str, Any], extra_env: Mapping[str, str]
+) -> tuple[agents.AgentRun, limits.Classification]:
+    s, m, tally = ctx.s, ctx.m, ctx.tally
+    if role in ("implement", "remediate"):
+        tally.attempts += 1
+    prompt_file = s.prompt_dir / f"{m.id}-{role}.md"
+    prompt_file.parent.mkdir(parents=True, exist_ok=True)
+    prompt_file.write_text(state["prompt"], encoding="utf-8")
+    resume = tally.session_id if state["resume"] and role != "review" and tally.session_id else None
+    inv = agents.build_invocation(
+        agent, role=role, milestone_id=m.id, worktree=ctx.path, prompt=state["prompt"], prompt_file=prompt_file,
+        base_env=s.agent_env, extra_env=extra_env, resume_session=resume,
+    )
+    if inv.session_id and role != "review":
+        tally.session_id = inv.session_id
+        state["resume"] = True  # from now on this session exists: later runs continue it
+    s.emit(Progress(m.id, {"role": role, **tally.fields()}))
+    run = agents.run_agent(
+        inv, cwd=ctx.path, log_path=s.log_dir / f"{m.id}.log", header=f"{m.id} {role} attempt {tally.attempts}",
+        timeout_s=agent.timeout_minutes * 60, idle_s=agent.idle_timeout_minutes * 60,
+        watch=agents.Watch(s.stop_for(m.id), _on_start(ctx), _line_reporter(ctx)),
+    )
+    kind = s.rate_limits.classify(agent.preset, run)
+    tally.add(limits.read_report(run.output))
+    s.emit(Progress(m.id, {"agent_pid": 0, "agent_started": 0.0, **tally.fields()}))
+    return run, kind
+
+
+def _on_start(ctx: _Context) -> Callable[[int, float], None]:
+    def started(pid: int, create_time: float) -> None:
+        ctx.s.emit(Progress(ctx.m.id, {"agent_pid": pid, "agent_started": create_time}))
+
+    return started
+
+
+def _line_reporter(ctx: _Context) -> Callable[[str], None]:
+    last = [0.0]
+
+    def on_line(line: str) -> None:
+        now = time.monotonic()
+        if now - last[0] < 1.0:  # at most one state write a second per agent
+            return
+        readable = transcript.readable(line)
+        if readable:
+            last[0] = now
+            ctx.s.emit(Progress(ctx.m.id, {"last_line": readable[:200]}))
+
+    return on_line

@@ -1,0 +1,63 @@
+"""`serve`: read-only HTTP status on 127.0.0.1 for other tools (same data as `status --json`)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from ccorch import render
+
+
+def make_server(snapshot: Callable[[], render.Snapshot], port: int) -> ThreadingHTTPServer:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            body = route(self.path, snapshot)
+            if body is None:
+                self._send(404, {"error": f"no such path: {self.path}"})
+            else:
+                self._send(200, body)
+
+        def _refuse(self) -> None:
+            self._send(405, {"error": "read-only: only GET is allowed"})
+
+        do_POST = do_PUT = do_DELETE = do_PATCH = _refuse  # noqa: N815
+
+        def _send(self, code: int, body: Any) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    return ThreadingHTTPServer(("127.0.0.1", port), Handler)
+
+
+def route(path: str, snapshot: Callable[[], render.Snapshot]) -> Any | None:
+    path = path.split("?", 1)[0].rstrip("/") or "/"
+    if path == "/health":
+        return {"ok": True}
+    if path == "/api/milestones":
+        return render.status_json(snapshot())
+    if path.startswith("/api/milestones/"):
+        wanted = path.rsplit("/", 1)[1]
+        found = [m for m in render.status_json(snapshot())["milestones"] if m["id"] == wanted]
+        return found[0] if found else None
+    return None
+
+
+def serve(snapshot: Callable[[], render.Snapshot], port: int) -> int:
+    server = make_server(snapshot, port)
+    print(f"serving read-only status on http://127.0.0.1:{server.server_address[1]}/api/milestones (Ctrl-C stops)")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0

@@ -1,0 +1,186 @@
+"""The state store: the only writer of `.orchestrator/`.
+
+SQLite in WAL mode, one transaction per state change, so a `kill -9` at any
+instant leaves either the old or the new record, never half of one. Git stays
+the source of truth for what is merged; this is a cache of everything else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from ccorch.errors import UsageError
+
+SCHEMA_VERSION = 1
+STATE_DIR = ".orchestrator"
+STATUSES = ("pending", "running", "done", "failed", "blocked", "merged", "interrupted")
+
+
+@dataclasses.dataclass(frozen=True)
+class MilestoneState:
+    id: str
+    stage: int
+    title: str
+    status: str = "pending"
+    attempts: int = 0
+    reason: str = ""
+    branch: str = ""
+    worktree: str = ""
+    commit: str = ""
+    merge_commit: str = ""
+    session_id: str = ""
+    role: str = ""
+    agent_pid: int = 0
+    agent_started: float = 0.0
+    started_at: float = 0.0
+    finished_at: float = 0.0
+    last_line: str = ""
+    cost_usd: float = 0.0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    review_rounds: int = 0
+    last_findings: tuple[str, ...] = ()
+    checks: str = ""
+    recoveries: int = 0
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> MilestoneState:
+        data = json.loads(text)
+        known = {f.name for f in dataclasses.fields(cls)}
+        data = {k: v for k, v in data.items() if k in known}
+        data["last_findings"] = tuple(data.get("last_findings", ()))
+        return cls(**data)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunState:
+    status: str = "idle"  # idle, running, interrupted, finished, failed
+    pid: int = 0
+    started_at: float = 0.0
+    finished_at: float = 0.0
+    paused_until: float = 0.0
+    pause_reason: str = ""
+    hold_reason: str = ""
+    stop_requested: str = ""  # "all" or a milestone id, written by `stop`
+    message: str = ""
+
+
+class StateStore:
+    """Open with `StateStore.open(root)`; read-only opens never create anything."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+        self._conn = conn
+        self.path = path
+
+    @classmethod
+    def open(cls, root: Path, readonly: bool = False) -> StateStore | None:
+        path = root / STATE_DIR / "state.db"
+        if readonly and not path.exists():
+            return None
+        if not readonly:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        uri = f"file:{path}?mode=ro" if readonly else f"file:{path}"
+        try:
+            conn = sqlite3.connect(uri, uri=True, timeout=10, isolation_level=None, check_same_thread=False)
+            store = cls(conn, path)
+            store._prepare(readonly)
+        except sqlite3.DatabaseError:
+            raise _corrupt(path) from None
+        return store
+
+    def _prepare(self, readonly: bool) -> None:
+        if not readonly:
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=FULL")
+            with self._tx():
+                self._conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
+                self._conn.execute("CREATE TABLE IF NOT EXISTS milestones (id TEXT PRIMARY KEY, data TEXT)")
+                self._conn.execute(
+                    "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+                )
+        version = self._meta("schema_version")
+        if version is None:
+            raise _corrupt(self.path)
+        if int(version) > SCHEMA_VERSION:
+            raise UsageError(
+                f"state written by a newer version of the orchestrator (schema {version}, this one "
+                f"reads {SCHEMA_VERSION}): {self.path}; upgrade, or `clean --state` to start over "
+                "(your branches are kept)"
+            )
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def _tx(self) -> sqlite3.Connection:
+        return _Transaction(self._conn)  # type: ignore[return-value]
+
+    def _meta(self, key: str) -> str | None:
+        row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def milestones(self) -> dict[str, MilestoneState]:
+        rows = self._conn.execute("SELECT id, data FROM milestones").fetchall()
+        try:
+            return {str(r[0]): MilestoneState.from_json(r[1]) for r in rows}
+        except (ValueError, TypeError):
+            raise _corrupt(self.path) from None
+
+    def get(self, milestone_id: str) -> MilestoneState | None:
+        return self.milestones().get(milestone_id)
+
+    def put(self, *records: MilestoneState) -> None:
+        with self._tx():
+            for record in records:
+                self._conn.execute(
+                    "INSERT OR REPLACE INTO milestones VALUES (?, ?)", (record.id, record.to_json())
+                )
+
+    def run(self) -> RunState:
+        text = self._meta("run")
+        if not text:
+            return RunState()
+        try:
+            data = json.loads(text)
+            known = {f.name for f in dataclasses.fields(RunState)}
+            return RunState(**{k: v for k, v in data.items() if k in known})
+        except (ValueError, TypeError):
+            raise _corrupt(self.path) from None
+
+    def put_run(self, run: RunState) -> None:
+        with self._tx():
+            self._conn.execute(
+                "INSERT OR REPLACE INTO meta VALUES ('run', ?)", (json.dumps(dataclasses.asdict(run)),)
+            )
+
+    def update_run(self, **changes: Any) -> RunState:
+        run = dataclasses.replace(self.run(), **changes)
+        self.put_run(run)
+        return run
+
+
+class _Transaction:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def __enter__(self) -> None:
+        self._conn.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        self._conn.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+def _corrupt(path: Path) -> UsageError:
+    return UsageError(
+        f"state is corrupt: {path}; `clean --state` starts over, your branches are kept"
+    )
+
+
+def update(record: MilestoneState, **changes: Any) -> MilestoneState:
+    return dataclasses.replace(record, **changes)

@@ -1,0 +1,580 @@
+#!/usr/bin/env python3
+"""Claude Code Orchestrator: milestone files in, reviewed and merged code out.
+
+Read top-down: main() parses the command line and catches the one error root;
+Runner.run() is the workflow (plan → stages → parallel milestones → integration).
+Mechanisms live in advanced.py; plan parsing, agents, state and views in ccorch/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import logging
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from ccorch import agents, git, render
+from ccorch import config as configuration
+from ccorch.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Interrupted, OrchestratorError, UsageError
+from ccorch.lock import RunLock
+from ccorch.pipeline import Held, Job, MilestoneResult, Paused, Progress, Services, run_milestone
+from ccorch.plan import Milestone, Plan, load_plan, milestone_id_problem
+from ccorch.state import STATE_DIR, MilestoneState, StateStore, update
+
+HERE = Path(__file__).resolve().parent
+log = logging.getLogger("orchestrator")
+
+EXIT_CODES = """\
+exit codes:
+  0    done (or nothing left to do)
+  1    a milestone failed or was blocked; state is saved, running again resumes
+  2    usage or configuration error (nothing was started)
+  3    internal error (traceback in the run log)
+  130  interrupted (Ctrl-C / SIGTERM / stop); continue with --resume
+"""
+COMMANDS = ("run", "status", "clean", "demo", "validate", "plan", "logs", "stop", "watch", "serve")
+
+
+class Project(NamedTuple):
+    root: Path
+    config: configuration.Config
+    plan: Plan
+    problems: tuple[object, ...]
+
+
+# ---------------------------------------------------------------- command line
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--project", metavar="DIR", help="the git repository to work on (default: the one containing the current directory)")
+    common.add_argument("--config", metavar="PATH", help="config file (default: $ORCHESTRATOR_CONFIG, else orchestrator.config.json at the project root)")
+    common.add_argument("--no-color", action="store_true", help="no colour (also when NO_COLOR is set or output is not a terminal)")
+    parser = argparse.ArgumentParser(
+        prog="orchestrator.py",
+        description="Run a plan of milestone files (milestones/1A.md, 1B.md, 2A.md …) with coding agents: "
+        "each stage's tasks in parallel worktrees, reviewed, then merged into your branch. "
+        "Without a command, `run` is assumed.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[common],
+    )
+    _add_run_options(parser.add_argument_group("run options (the default command)"))
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_run_options(sub.add_parser("run", parents=[common], help="run the remaining stages (default)", epilog=EXIT_CODES,
+                                    formatter_class=argparse.RawDescriptionHelpFormatter))
+    status = sub.add_parser("status", parents=[common], help="show where every milestone stands")
+    status.add_argument("--json", action="store_true", help="print a JSON object (keys documented in the README)")
+    clean = sub.add_parser("clean", parents=[common], help="remove the runner's merged worktrees and milestone/* branches")
+    clean.add_argument("--force", action="store_true", help="also drop worktrees and branches holding unmerged work")
+    clean.add_argument("--state", action="store_true", help="also forget the runner's state (.orchestrator/); git keeps what is merged")
+    demo = sub.add_parser("demo", parents=[common], help="run the example plan offline in a scratch repository")
+    demo.add_argument("--dir", metavar="DIR", help="where to create the scratch repository (default: a new temp folder)")
+    sub.add_parser("validate", parents=[common], help="check the plan and config, run nothing (same as --validate-only)")
+    plan = sub.add_parser("plan", parents=[common], help="show the execution plan, or the exact prompt of one milestone")
+    plan.add_argument("milestone", nargs="?", metavar="ID")
+    logs = sub.add_parser("logs", parents=[common], help="print a milestone's agent log as a readable transcript")
+    logs.add_argument("milestone", metavar="ID")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing as the agent writes")
+    logs.add_argument("--raw", action="store_true", help="print the raw log")
+    stop = sub.add_parser("stop", parents=[common], help="stop the running run, or one milestone's agent")
+    stop.add_argument("milestone", nargs="?", metavar="ID")
+    watch = sub.add_parser("watch", parents=[common], help="live dashboard of a run")
+    watch.add_argument("--refresh", type=float, default=2.0, metavar="N", help="seconds between refreshes (default 2)")
+    watch.add_argument("--once", action="store_true", help="draw one frame and exit")
+    serve = sub.add_parser("serve", parents=[common], help="read-only HTTP status on 127.0.0.1")
+    serve.add_argument("--port", type=int, default=8765)
+    return parser
+
+
+def _add_run_options(p: Any) -> None:
+    p.add_argument("--stage", type=int, metavar="N", help="run only stage N (earlier stages must be merged)")
+    p.add_argument("--milestone", metavar="ID", help="run only this milestone, e.g. 1A")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run where it stopped")
+    p.add_argument("--validate-only", action="store_true", help="check plan and config, report every problem, run nothing")
+    p.add_argument("--whatif", action="store_true", help="show what would run (same as the plan command)")
+    p.add_argument("--auto-resume", action="store_true",
+                   help="restart the runner with --resume if it dies (what ./orchestrator.sh run uses; AUTO_RESUME=false turns it off)")
+
+
+def normalise(argv: Sequence[str]) -> list[str]:
+    """`orchestrator.py --stage 1` means `orchestrator.py run --stage 1`."""
+    args = list(argv)
+    first = next((a for a in args if a not in ("--no-color",)), None)
+    if first in ("-h", "--help"):
+        return args
+    if first is None or first not in COMMANDS:
+        return ["run", *args]
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(normalise(sys.argv[1:] if argv is None else argv))
+    try:
+        return dispatch(args)
+    except OrchestratorError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception:  # noqa: BLE001 - the one place unexpected errors become exit 3
+        log.debug("internal error", exc_info=True)
+        print(f"internal error: {traceback.format_exc(limit=-1).strip().splitlines()[-1]}"
+              f" (traceback in the run log under logs/)", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    from ccorch import commands
+
+    handlers = {
+        "run": cmd_run, "status": commands.status, "clean": commands.clean, "demo": commands.demo,
+        "validate": cmd_validate, "plan": commands.plan, "logs": commands.logs, "stop": commands.stop,
+        "watch": commands.watch, "serve": commands.serve,
+    }
+    return handlers[args.command](args)
+
+
+def load_project(args: argparse.Namespace) -> Project:
+    root = git.find_root(Path(args.project or ".").resolve())
+    path = configuration.config_path(root, args.config, os.environ)
+    explicit = bool(args.config or os.environ.get("ORCHESTRATOR_CONFIG"))
+    config = configuration.load_config(path, os.environ, explicit=explicit)
+    plan, problems = load_plan(root / config.milestones_dir, root)
+    return Project(root, config, plan, tuple(problems))
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    project = load_project(args)
+    missing = agents.check_installed(project.config.agent, project.root)
+    if missing:
+        print(f"warning: {missing}", file=sys.stderr)
+    if project.problems:
+        print(render.problems_text(project.problems), file=sys.stderr)
+        print(f"{len(project.problems)} problem(s) found; nothing was run", file=sys.stderr)
+        return EXIT_USAGE
+    stages = project.plan.stages()
+    print(f"plan OK: {len(project.plan.milestones)} milestones in {len(stages)} stage(s); config OK")
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    if args.validate_only:
+        return cmd_validate(args)
+    if args.whatif:
+        from ccorch import commands
+
+        return commands.plan(args)
+    if args.auto_resume and configuration.parse_bool(os.environ.get("AUTO_RESUME", "true"), "AUTO_RESUME"):
+        from ccorch import supervise
+
+        return supervise.supervise(args, HERE / "orchestrator.py")
+    project = load_project(args)
+    if project.problems:
+        print(render.problems_text(project.problems), file=sys.stderr)
+        raise UsageError(f"{len(project.problems)} problem(s) in the plan; fix them (see --validate-only)")
+    if args.milestone and milestone_id_problem(args.milestone):
+        raise UsageError(str(milestone_id_problem(args.milestone)))
+    missing = agents.check_installed(project.config.agent, project.root)
+    if missing:
+        raise UsageError(missing)
+    return Runner(project, args).run()
+
+
+# ---------------------------------------------------------------- the workflow
+
+class Runner:
+    def __init__(self, project: Project, args: argparse.Namespace) -> None:
+        from advanced import MilestoneValidator, RateLimitManager, SystemMonitor, WorktreeManager
+        from dotenv import dotenv_values
+
+        self.p = project
+        self.cfg = project.config
+        self.args = args
+        self.root = project.root
+        self.state_dir = self.root / STATE_DIR
+        self.log_dir = self.root / self.cfg.logging.log_dir
+        self.stop = threading.Event()
+        self._stops: dict[str, threading.Event] = {}
+        self.events: queue.Queue[object] = queue.Queue()
+        secrets = {k: v for k, v in dotenv_values(self.root / ".env").items() if v is not None}
+        self.agent_env = {**os.environ, **secrets}
+        base = self.cfg.base_branch or git.current_branch(self.root)
+        if not base:
+            raise UsageError("HEAD is detached: check out a branch, or set base_branch in the config")
+        self.worktrees = WorktreeManager(self.root, self.root / self.cfg.worktree_dir, base, self.cfg.tasks_file)
+        self.rate_limits = RateLimitManager(self.cfg, sleep=self.stop.wait)
+        self.monitor = SystemMonitor(self.cfg.monitor, self.root, sleep=self.stop.wait)
+        self.validator = MilestoneValidator(self.cfg.validation, self.agent_env, tuple(secrets.values()))
+        self.store: StateStore
+        self.interrupts = 0
+
+    def run(self) -> int:
+        if not git.has_commits(self.root):
+            raise UsageError(f"{self.root} has no commits yet: make a first commit, then run again")
+        with RunLock(self.state_dir) as lock:
+            self.store = self._open_state()
+            self._setup_logging()
+            if lock.notice:
+                self.say(f"notice: {lock.notice}")
+            self._install_signal_handlers()
+            try:
+                return self._run_locked()
+            finally:
+                self.store.close()
+
+    def _open_state(self) -> StateStore:
+        store = StateStore.open(self.root)
+        assert store is not None
+        return store
+
+    def _run_locked(self) -> int:
+        git.exclude(self.root, self._runtime_patterns())
+        merged = self._reconcile()
+        self._refuse_plain_run_after_interrupt()
+        self._stop_orphans()
+        targets = self._select(merged)
+        if not targets:
+            self.say("nothing to do: every selected milestone is merged")
+            self.store.update_run(status="finished", finished_at=time.time())
+            self.render()
+            return EXIT_OK
+        run = self.store.run()
+        if run.paused_until > time.time():  # a restarted runner keeps waiting instead of hammering
+            self.rate_limits.pause(run.paused_until - self.cfg.rate_limit.grace_seconds, run.pause_reason)
+        self.store.update_run(status="running", pid=os.getpid(), started_at=time.time(), message="")
+        self.render()
+        for stage, milestones in targets:
+            code = self._run_stage(stage, milestones)
+            if code != EXIT_OK:
+                return code
+        self.store.update_run(status="finished", finished_at=time.time())
+        self.render()
+        self.say(f"all done: {self._progress()}")
+        return EXIT_OK
+
+    def _runtime_patterns(self) -> list[str]:
+        return [f"/{self.cfg.worktree_dir.strip('/')}/", f"/{STATE_DIR}/", f"/{self.cfg.logging.log_dir.strip('/')}/"]
+
+    def _reconcile(self) -> dict[str, str]:
+        """Git is the source of truth for what is merged; state is a cache brought in line with it."""
+        merged = git.milestone_trailers(self.root, self.worktrees.base_commit())
+        records = self.store.milestones()
+        for m in self.p.plan.milestones:
+            rec = records.get(m.id) or MilestoneState(id=m.id, stage=m.stage, title=m.title)
+            if m.id in merged and rec.status != "merged":
+                self.store.put(update(rec, status="merged", merge_commit=merged[m.id], reason="", agent_pid=0))
+            elif m.id not in merged and rec.status == "merged":
+                self.store.put(update(rec, status="pending", merge_commit=""))  # the merge was undone
+        return merged
+
+    def _refuse_plain_run_after_interrupt(self) -> None:
+        if self.args.resume:
+            return
+        unfinished = [r.id for r in self.store.milestones().values() if r.status in ("running", "interrupted")]
+        if unfinished and self.store.run().status in ("running", "interrupted"):
+            raise UsageError(
+                f"a previous run was interrupted ({', '.join(sorted(unfinished))} unfinished): continue it with "
+                "--resume, or start over with `clean` (add --force to drop unmerged work)"
+            )
+
+    def _stop_orphans(self) -> None:
+        from ccorch import proc
+        from ccorch.lock import _create_time
+
+        for rec in self.store.milestones().values():
+            if rec.agent_pid and rec.agent_started and abs(_create_time(rec.agent_pid) - rec.agent_started) < 1.0:
+                self.say(f"{rec.id}: stopping agent pid {rec.agent_pid} left running by the previous run")
+                proc.kill_pid_group(rec.agent_pid)
+            if rec.agent_pid:
+                self.store.put(update(rec, agent_pid=0, agent_started=0.0))
+
+    def _select(self, merged: dict[str, str]) -> list[tuple[int, list[Milestone]]]:
+        plan, a = self.p.plan, self.args
+        pending = [m for m in plan.milestones if m.id not in merged]
+        if a.milestone:
+            m = plan.get(a.milestone)
+            if m is None:
+                raise UsageError(f"no milestone {a.milestone} in {self.cfg.milestones_dir}/ (have: {', '.join(x.id for x in plan.milestones)})")
+            self._require_earlier_merged(m.stage, pending, f"milestone {m.id}")
+            missing = [d for d in m.dependencies if d not in merged]
+            if missing:
+                raise UsageError(f"milestone {m.id} depends on {', '.join(missing)}, not merged yet")
+            return [] if m.id in merged else [(m.stage, [m])]
+        stages = sorted({m.stage for m in pending})
+        if a.stage is not None:
+            if a.stage not in plan.stages():
+                raise UsageError(f"there is no stage {a.stage} (stages: {', '.join(map(str, plan.stages()))})")
+            self._require_earlier_merged(a.stage, pending, f"stage {a.stage}")
+            stages = [s for s in stages if s == a.stage]
+        return [(s, [m for m in pending if m.stage == s]) for s in stages]
+
+    def _require_earlier_merged(self, stage: int, pending: list[Milestone], what: str) -> None:
+        earlier = [m.id for m in pending if m.stage < stage]
+        if earlier:
+            first = min(m.stage for m in pending)
+            raise UsageError(f"{what} needs the earlier stages merged first; not merged: {', '.join(earlier)} "
+                             f"(run `--stage {first}` or run without --stage)")
+
+    # ------------------------------------------------------------ one stage
+
+    def _run_stage(self, stage: int, milestones: list[Milestone]) -> int:
+        records = self.store.milestones()
+        base = self.worktrees.base_commit()
+        finished = [m for m in milestones if self._already_done(records.get(m.id))]
+        todo = [m for m in milestones if m not in finished]
+        names = ", ".join(m.id for m in milestones)
+        self.say(f"stage {stage}: {names}" + (f" ({', '.join(m.id for m in finished)} already done)" if finished else ""))
+        jobs = [Job(m, base, records.get(m.id), self.args.resume or bool(records.get(m.id) and records[m.id].branch)) for m in todo]
+        results = self._run_jobs(jobs)
+        if self.stop.is_set() or any(r.status == "interrupted" for r in results):
+            return self._interrupted()
+        failed = [r for r in results if r.status != "done"]
+        if failed:
+            for r in failed:
+                self.say(f"  {r.id} {r.status}: {r.reason.splitlines()[0] if r.reason else ''}")
+            if any(r.fatal for r in failed):
+                self.say("stopping: the agent cannot authenticate; fix the login or API key and run again")
+            self.store.update_run(status="failed", finished_at=time.time(), message=f"stage {stage} not merged")
+            self.render()
+            self.say(f"stage {stage} not merged: {len(failed)} milestone(s) failed; branches are kept. "
+                     "Fix and run again (finished milestones are not redone).")
+            return 1
+        return self._integrate(stage, milestones)
+
+    def _already_done(self, rec: MilestoneState | None) -> bool:
+        return bool(rec and rec.status == "done" and rec.branch and git.branch_exists(self.root, rec.branch))
+
+    def _run_jobs(self, jobs: list[Job]) -> list[MilestoneResult]:
+        if not jobs:
+            return []
+        services = self._services()
+        results: list[MilestoneResult] = []
+        workers = min(self.cfg.max_parallel_tasks, len(jobs))
+        with concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="milestone") as pool:
+            for job in jobs:
+                pool.submit(self._work, services, job)
+            while len(results) < len(jobs):
+                try:
+                    event = self.events.get(timeout=1.0)
+                except queue.Empty:
+                    self._check_stop_requests()
+                    continue
+                result = self._apply(event)
+                if result is not None:
+                    results.append(result)
+        return results
+
+    def _work(self, services: Services, job: Job) -> None:
+        try:
+            result = run_milestone(services, job)
+        except OrchestratorError as e:
+            result = MilestoneResult(job.milestone.id, "failed", str(e))
+        except Exception as e:  # noqa: BLE001 - one task's bug must not take down the others
+            log.exception("milestone %s crashed", job.milestone.id)
+            result = MilestoneResult(job.milestone.id, "failed", f"internal error: {e!r} (see the run log)")
+        self.events.put(result)
+
+    def _services(self) -> Services:
+        return Services(
+            config=self.cfg, root=self.root, rate_limits=self.rate_limits, monitor=self.monitor,
+            validator=self.validator, worktrees=self.worktrees, agent_env=self.agent_env, log_dir=self.log_dir,
+            prompt_dir=self.state_dir / "prompts", stop_for=self._stop_for, emit=self.events.put, clock=time.time,
+        )
+
+    def _stop_for(self, milestone_id: str) -> threading.Event:
+        return self._stops.setdefault(milestone_id, threading.Event())
+
+    def _check_stop_requests(self) -> None:
+        control = self.state_dir / "control"
+        for request in control.glob("stop-*") if control.exists() else []:
+            target = request.name.removeprefix("stop-")
+            request.unlink(missing_ok=True)
+            if target == "all":
+                self.request_stop()
+            else:
+                self.say(f"{target}: stop requested")
+                self._stop_for(target).set()
+
+    def _apply(self, event: object) -> MilestoneResult | None:
+        """The main thread's single entry for state writes."""
+        if isinstance(event, Progress):
+            rec = self._record(event.milestone_id)
+            self.store.put(update(rec, **event.changes))
+            if event.changes.keys() - {"last_line", "agent_pid", "agent_started", "role", "checks"}:
+                self.render()
+            elif "role" in event.changes and event.changes["role"] != rec.role:
+                self.say(f"  {rec.id} {event.changes['role']}")
+        elif isinstance(event, Paused):
+            self.store.update_run(paused_until=event.until, pause_reason=event.reason)
+            self.say(f"usage limit: {event.reason} · every task waits until {time.strftime('%H:%M:%S', time.localtime(event.until))}")
+            self.render()
+        elif isinstance(event, Held):
+            if event.reason != self.store.run().hold_reason:
+                self.store.update_run(hold_reason=event.reason)
+                self.say(f"holding new agent starts: {event.reason}" if event.reason else "resources recovered")
+        elif isinstance(event, MilestoneResult):
+            self._record_result(event)
+            return event
+        return None
+
+    def _record(self, milestone_id: str) -> MilestoneState:
+        m = self.p.plan.get(milestone_id)
+        assert m is not None
+        return self.store.get(milestone_id) or MilestoneState(id=m.id, stage=m.stage, title=m.title)
+
+    def _record_result(self, r: MilestoneResult) -> None:
+        rec = self._record(r.id)
+        reason = "stopped by user" if r.status == "interrupted" and self._stop_for(r.id).is_set() and not self.stop.is_set() else r.reason
+        status = "failed" if r.status == "interrupted" and not self.stop.is_set() else r.status
+        self.store.put(update(rec, status=status, reason=reason, finished_at=time.time(), agent_pid=0,
+                              role="", commit=r.commit or rec.commit))
+        self.say(f"  {r.id} {'.' * 8} {status}" + (f": {reason.splitlines()[0][:120]}" if reason and status != "done" else ""))
+        self.render()
+
+    def _interrupted(self) -> int:
+        for rec in self.store.milestones().values():
+            if rec.status == "running":
+                self.store.put(update(rec, status="interrupted", agent_pid=0))
+        self.store.update_run(status="interrupted", finished_at=time.time())
+        self.render()
+        self.say("interrupted: state saved; continue with `python orchestrator.py --resume`")
+        raise Interrupted("interrupted by the user")
+
+    # ------------------------------------------------------------ integration
+
+    def _integrate(self, stage: int, milestones: list[Milestone]) -> int:
+        self.say(f"stage {stage}: merging {', '.join(m.id for m in milestones)}")
+        resolver = None  # a resolve agent run, when configured, replaces this (see ccorch.integration)
+        from ccorch.integration import make_resolver
+
+        resolver = make_resolver(self._services(), stage, milestones)
+        old = self.worktrees.base_commit()
+        result = self.worktrees.integrate([(m.id, m.title) for m in milestones], self.validator.merged, resolver)
+        if not result.ok:
+            return self._integration_failed(stage, milestones, result.reason)
+        merged = self._mark_merged(milestones, result.merges)
+        self._commit_tasks_file(stage, merged)
+        new = git.rev_parse(self.worktrees.integration_path, "HEAD") or result.commit
+        blocking = self.worktrees.move_base(old, new)
+        if blocking:
+            return self._base_blocked(stage, milestones, blocking)
+        self.worktrees.drop_integration()
+        self._cleanup(milestones)
+        self.render()
+        self.say(f"stage {stage} merged into {self.worktrees.base_branch} ({new[:10]})")
+        return EXIT_OK
+
+    def _mark_merged(self, milestones: list[Milestone], merges: dict[str, str]) -> dict[str, MilestoneState]:
+        return {m.id: update(self._record(m.id), status="merged", merge_commit=merges[m.id], reason="") for m in milestones}
+
+    def _commit_tasks_file(self, stage: int, merged: dict[str, MilestoneState]) -> None:
+        records = {**self.store.milestones(), **merged}
+        text = render.tasks_markdown(render.snapshot(self.p.plan, records, self.store.run()))
+        render.write_atomic(self.worktrees.integration_path / self.cfg.tasks_file, text)
+        git.commit_all(self.worktrees.integration_path, f"Update {self.cfg.tasks_file}: stage {stage} merged")
+        self._pending_merged = merged
+
+    def _integration_failed(self, stage: int, milestones: list[Milestone], reason: str) -> int:
+        self.worktrees.drop_integration()
+        culprit = next((m for m in milestones if f"milestone/{m.id}" in reason), milestones[-1])
+        self.store.put(update(self._record(culprit.id), status="blocked", reason=reason))
+        self.store.update_run(status="failed", finished_at=time.time(), message=reason)
+        self.render()
+        self.say(f"stage {stage} blocked: {reason}\n  {self.worktrees.base_branch} was not moved; every milestone/* "
+                 "branch is kept. To finish by hand: merge the branches into "
+                 f"{self.worktrees.base_branch} yourself (git merge milestone/<ID>), resolve, commit with a "
+                 "`Milestone: <ID>` trailer, then run again.")
+        return 1
+
+    def _base_blocked(self, stage: int, milestones: list[Milestone], blocking: list[str]) -> int:
+        kept = self.worktrees.keep_integration(f"orchestrator/stage-{stage}")
+        self.worktrees.drop_integration()
+        reason = (f"your uncommitted changes in {', '.join(blocking)} would be overwritten; the merged result is "
+                  f"on branch {kept}. Commit or stash them, then `git merge --ff-only {kept}` (or run again)")
+        self.store.update_run(status="failed", finished_at=time.time(), message=reason)
+        self.render()
+        self.say(f"stage {stage} merged but not applied: {reason}")
+        return 1
+
+    def _cleanup(self, milestones: list[Milestone]) -> None:
+        self.store.put(*self._pending_merged.values())
+        if self.cfg.keep_worktrees:
+            return
+        for m in milestones:
+            try:
+                self.worktrees.remove(m.id, delete_branch=True)
+            except OrchestratorError as e:
+                log.warning("could not remove the worktree of %s: %s", m.id, e)
+        git.prune_worktrees(self.root)
+
+    # ------------------------------------------------------------ output, signals
+
+    def render(self) -> None:
+        snap = render.snapshot(self.p.plan, self.store.milestones(), self.store.run())
+        try:
+            render.write_atomic(self.root / self.cfg.tasks_file, render.tasks_markdown(snap))
+        except OSError as e:  # a full disk must not lose what the state store already holds
+            log.warning("could not write %s: %s", self.cfg.tasks_file, e)
+
+    def _progress(self) -> str:
+        progress = render.status_json(render.snapshot(self.p.plan, self.store.milestones(), self.store.run()))["progress"]
+        return f"{progress['merged']}/{progress['total']} milestones merged"
+
+    def say(self, text: str) -> None:
+        print(text, flush=True)
+        log.info(text)
+
+    def _setup_logging(self) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        path = self.log_dir / f"orchestrator_{time.strftime('%Y%m%d_%H%M%S')}.log"
+        handler = logging.FileHandler(path, encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(threadName)s %(name)s: %(message)s"))
+        root_logger = logging.getLogger()
+        root_logger.setLevel(logging.DEBUG)
+        root_logger.addHandler(handler)
+        level = self.cfg.logging.level.upper()
+        if level == "DEBUG":
+            console = logging.StreamHandler(sys.stderr)
+            console.setLevel(logging.DEBUG)
+            root_logger.addHandler(console)
+
+    def _install_signal_handlers(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        signal.signal(signal.SIGINT, self._on_signal)
+        if hasattr(signal, "SIGTERM"):
+            signal.signal(signal.SIGTERM, self._on_signal)
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        self.interrupts += 1
+        if self.interrupts > 1:
+            self._kill_now()
+        self.request_stop()
+
+    def request_stop(self) -> None:
+        print("stopping: waiting for the agents to exit (Ctrl-C again kills them at once)", file=sys.stderr, flush=True)
+        self.stop.set()
+        for event in self._stops.values():
+            event.set()
+
+    def _kill_now(self) -> None:
+        from ccorch import proc
+
+        for rec in self.store.milestones().values():
+            if rec.agent_pid:
+                proc.kill_pid_group(rec.agent_pid, grace=0)
+        os._exit(EXIT_INTERRUPTED)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
