@@ -126,17 +126,22 @@ def run_milestone(s: Services, job: Job) -> MilestoneResult:
     entry = s.validator.run_checks(m.entry, path)
     if not entry.ok:
         return MilestoneResult(m.id, "blocked", "entry requirements not met: " + entry.summary() + "\n" + entry.failure_output())
-    return _implement_and_review(ctx)
+    return _implement_and_review(ctx, prev)
 
 
-def _implement_and_review(ctx: _Context) -> MilestoneResult:
+def _implement_and_review(ctx: _Context, previous: MilestoneState | None) -> MilestoneResult:
     m, s = ctx.m, ctx.s
-    already = git.changed_between(ctx.path, ctx.base, "HEAD") + git.status_paths(ctx.path)
-    note = prompts.resume_note("resumed run", already) if already else ""
-    outcome = _run_role(ctx, "implement", prompts.implement(m, str(ctx.path), note), resume_session=bool(already))
-    if outcome.kind != "ok":
-        return _failure(ctx, outcome)
-    commit = _commit(ctx, f"Milestone {m.id}: {m.title}")
+    head = git.rev_parse(ctx.path, "HEAD") or ""
+    interrupted = previous is not None and previous.status in ("running", "interrupted")
+    if interrupted and previous and previous.commit == head and head != ctx.base and not git.status_paths(ctx.path):
+        commit = head  # interrupted after its commit: go on with checks and review, do not redo it
+    else:
+        already = git.changed_between(ctx.path, ctx.base, "HEAD") + git.status_paths(ctx.path)
+        note = prompts.resume_note("resumed run", already) if already else ""
+        outcome = _run_role(ctx, "implement", prompts.implement(m, str(ctx.path), note), resume_session=bool(already))
+        if outcome.kind != "ok":
+            return _failure(ctx, outcome)
+        commit = _commit(ctx, f"Milestone {m.id}: {m.title}")
     if not git.changed_between(ctx.path, ctx.base, "HEAD"):
         return MilestoneResult(m.id, "failed", "no changes: the agent finished but changed nothing")
     review_cfg = s.config.review
