@@ -398,13 +398,21 @@ class MilestoneValidator:
         changed = [p for p in git.changed_between(cwd, base, "HEAD") if (cwd / p).exists()]
         results = [self._scope(m, git.changed_between(cwd, base, "HEAD"))]
         big = [p for p in changed if (cwd / p).stat().st_size > self._config.max_file_kb * 1024]
-        results.append(CheckResult("file size limit", not big, f"files over {self._config.max_file_kb} KB: {big}" if big else ""))
+        results.append(
+            CheckResult("file size limit", not big, f"files over {self._config.max_file_kb} KB: {big}" if big else "")
+        )
         if self._config.forbid_conflict_markers:
             marked = [p for p in changed if _has_conflict_markers(cwd, [p])]
-            results.append(CheckResult("no conflict markers", not marked, f"conflict markers in: {marked}" if marked else ""))
+            results.append(
+                CheckResult("no conflict markers", not marked, f"conflict markers in: {marked}" if marked else "")
+            )
         if self._config.forbid_secrets and self._secrets:
             leaked = [p for p in changed if self._leaks(cwd / p)]
-            results.append(CheckResult("no secrets from .env", not leaked, f"a value from .env is written in: {leaked}" if leaked else ""))
+            results.append(
+                CheckResult(
+                    "no secrets from .env", not leaked, f"a value from .env is written in: {leaked}" if leaked else ""
+                )
+            )
         return [r for r in results if r.name]
 
     def _scope(self, m: Milestone, changed: Sequence[str]) -> CheckResult:
@@ -413,7 +421,8 @@ class MilestoneValidator:
             return CheckResult("", True, "")
         inside = [p for p in changed if any(p == n or p.startswith(n.rstrip("/") + "/") for n in named)]
         return CheckResult(
-            "change is in the milestone's scope", bool(inside),
+            "change is in the milestone's scope",
+            bool(inside),
             "" if inside else f"the milestone names {sorted(named)} but the change only touches {list(changed)[:20]}",
         )
 

@@ -24,7 +24,15 @@ from typing import Any, NamedTuple
 
 from ccorch import agents, git, render
 from ccorch import config as configuration
-from ccorch.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Interrupted, OrchestratorError, UsageError
+from ccorch.errors import (
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    Interrupted,
+    OrchestratorError,
+    UsageError,
+)
 from ccorch.lock import RunLock
 from ccorch.pipeline import Held, Job, MilestoneResult, Paused, Progress, Services, run_milestone
 from ccorch.plan import Milestone, Plan, load_plan, milestone_id_problem
@@ -53,11 +61,22 @@ class Project(NamedTuple):
 
 # ---------------------------------------------------------------- command line
 
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--project", metavar="DIR", help="the git repository to work on (default: the one containing the current directory)")
-    common.add_argument("--config", metavar="PATH", help="config file (default: $ORCHESTRATOR_CONFIG, else orchestrator.config.json at the project root)")
-    common.add_argument("--no-color", action="store_true", help="no colour (also when NO_COLOR is set or output is not a terminal)")
+    common.add_argument(
+        "--project",
+        metavar="DIR",
+        help="the git repository to work on (default: the one containing the current directory)",
+    )
+    common.add_argument(
+        "--config",
+        metavar="PATH",
+        help="config file (default: $ORCHESTRATOR_CONFIG, else orchestrator.config.json at the project root)",
+    )
+    common.add_argument(
+        "--no-color", action="store_true", help="no colour (also when NO_COLOR is set or output is not a terminal)"
+    )
     parser = argparse.ArgumentParser(
         prog="orchestrator.py",
         description="Run a plan of milestone files (milestones/1A.md, 1B.md, 2A.md …) with coding agents: "
@@ -69,17 +88,34 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_run_options(parser.add_argument_group("run options (the default command)"))
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    _add_run_options(sub.add_parser("run", parents=[common], help="run the remaining stages (default)", epilog=EXIT_CODES,
-                                    formatter_class=argparse.RawDescriptionHelpFormatter))
+    _add_run_options(
+        sub.add_parser(
+            "run",
+            parents=[common],
+            help="run the remaining stages (default)",
+            epilog=EXIT_CODES,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+    )
     status = sub.add_parser("status", parents=[common], help="show where every milestone stands")
     status.add_argument("--json", action="store_true", help="print a JSON object (keys documented in the README)")
-    clean = sub.add_parser("clean", parents=[common], help="remove the runner's merged worktrees and milestone/* branches")
+    clean = sub.add_parser(
+        "clean", parents=[common], help="remove the runner's merged worktrees and milestone/* branches"
+    )
     clean.add_argument("--force", action="store_true", help="also drop worktrees and branches holding unmerged work")
-    clean.add_argument("--state", action="store_true", help="also forget the runner's state (.orchestrator/); git keeps what is merged")
+    clean.add_argument(
+        "--state", action="store_true", help="also forget the runner's state (.orchestrator/); git keeps what is merged"
+    )
     demo = sub.add_parser("demo", parents=[common], help="run the example plan offline in a scratch repository")
-    demo.add_argument("--dir", metavar="DIR", help="where to create the scratch repository (default: a new temp folder)")
-    sub.add_parser("validate", parents=[common], help="check the plan and config, run nothing (same as --validate-only)")
-    plan = sub.add_parser("plan", parents=[common], help="show the execution plan, or the exact prompt of one milestone")
+    demo.add_argument(
+        "--dir", metavar="DIR", help="where to create the scratch repository (default: a new temp folder)"
+    )
+    sub.add_parser(
+        "validate", parents=[common], help="check the plan and config, run nothing (same as --validate-only)"
+    )
+    plan = sub.add_parser(
+        "plan", parents=[common], help="show the execution plan, or the exact prompt of one milestone"
+    )
     plan.add_argument("milestone", nargs="?", metavar="ID")
     logs = sub.add_parser("logs", parents=[common], help="print a milestone's agent log as a readable transcript")
     logs.add_argument("milestone", metavar="ID")
@@ -99,10 +135,15 @@ def _add_run_options(p: Any) -> None:
     p.add_argument("--stage", type=int, metavar="N", help="run only stage N (earlier stages must be merged)")
     p.add_argument("--milestone", metavar="ID", help="run only this milestone, e.g. 1A")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run where it stopped")
-    p.add_argument("--validate-only", action="store_true", help="check plan and config, report every problem, run nothing")
+    p.add_argument(
+        "--validate-only", action="store_true", help="check plan and config, report every problem, run nothing"
+    )
     p.add_argument("--whatif", action="store_true", help="show what would run (same as the plan command)")
-    p.add_argument("--auto-resume", action="store_true",
-                   help="restart the runner with --resume if it dies (what ./orchestrator.sh run uses; AUTO_RESUME=false turns it off)")
+    p.add_argument(
+        "--auto-resume",
+        action="store_true",
+        help="restart the runner with --resume if it dies (./orchestrator.sh run uses it; AUTO_RESUME=false: off)",
+    )
 
 
 def normalise(argv: Sequence[str]) -> list[str]:
@@ -126,10 +167,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except Exception:  # noqa: BLE001 - the one place unexpected errors become exit 3
+    except Exception:
         log.debug("internal error", exc_info=True)
-        print(f"internal error: {traceback.format_exc(limit=-1).strip().splitlines()[-1]}"
-              f" (traceback in the run log under logs/)", file=sys.stderr)
+        print(
+            f"internal error: {traceback.format_exc(limit=-1).strip().splitlines()[-1]}"
+            f" (traceback in the run log under logs/)",
+            file=sys.stderr,
+        )
         return EXIT_INTERNAL
 
 
@@ -137,9 +181,16 @@ def dispatch(args: argparse.Namespace) -> int:
     from ccorch import commands
 
     handlers = {
-        "run": cmd_run, "status": commands.status, "clean": commands.clean, "demo": commands.demo,
-        "validate": cmd_validate, "plan": commands.plan, "logs": commands.logs, "stop": commands.stop,
-        "watch": commands.watch, "serve": commands.serve,
+        "run": cmd_run,
+        "status": commands.status,
+        "clean": commands.clean,
+        "demo": commands.demo,
+        "validate": cmd_validate,
+        "plan": commands.plan,
+        "logs": commands.logs,
+        "stop": commands.stop,
+        "watch": commands.watch,
+        "serve": commands.serve,
     }
     return handlers[args.command](args)
 
@@ -192,10 +243,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- the workflow
 
+
 class Runner:
     def __init__(self, project: Project, args: argparse.Namespace) -> None:
-        from advanced import MilestoneValidator, RateLimitManager, SystemMonitor, WorktreeManager
         from dotenv import dotenv_values
+
+        from advanced import MilestoneValidator, RateLimitManager, SystemMonitor, WorktreeManager
 
         self.p = project
         self.cfg = project.config
@@ -304,7 +357,10 @@ class Runner:
         if a.milestone:
             m = plan.get(a.milestone)
             if m is None:
-                raise UsageError(f"no milestone {a.milestone} in {self.cfg.milestones_dir}/ (have: {', '.join(x.id for x in plan.milestones)})")
+                raise UsageError(
+                    f"no milestone {a.milestone} in {self.cfg.milestones_dir}/ "
+                    f"(have: {', '.join(x.id for x in plan.milestones)})"
+                )
             self._require_earlier_merged(m.stage, pending, f"milestone {m.id}")
             missing = [d for d in m.dependencies if d not in merged]
             if missing:
@@ -322,8 +378,10 @@ class Runner:
         earlier = [m.id for m in pending if m.stage < stage]
         if earlier:
             first = min(m.stage for m in pending)
-            raise UsageError(f"{what} needs the earlier stages merged first; not merged: {', '.join(earlier)} "
-                             f"(run `--stage {first}` or run without --stage)")
+            raise UsageError(
+                f"{what} needs the earlier stages merged first; not merged: {', '.join(earlier)} "
+                f"(run `--stage {first}` or run without --stage)"
+            )
 
     # ------------------------------------------------------------ one stage
 
@@ -333,8 +391,13 @@ class Runner:
         finished = [m for m in milestones if self._already_done(records.get(m.id))]
         todo = [m for m in milestones if m not in finished]
         names = ", ".join(m.id for m in milestones)
-        self.say(f"stage {stage}: {names}" + (f" ({', '.join(m.id for m in finished)} already done)" if finished else ""))
-        jobs = [Job(m, base, records.get(m.id), self.args.resume or bool(records.get(m.id) and records[m.id].branch)) for m in todo]
+        self.say(
+            f"stage {stage}: {names}" + (f" ({', '.join(m.id for m in finished)} already done)" if finished else "")
+        )
+        jobs = [
+            Job(m, base, records.get(m.id), self.args.resume or bool(records.get(m.id) and records[m.id].branch))
+            for m in todo
+        ]
         results = self._run_jobs(jobs)
         if self.stop.is_set() or any(r.status == "interrupted" for r in results):
             return self._interrupted()
@@ -346,8 +409,10 @@ class Runner:
                 self.say("stopping: the agent cannot authenticate; fix the login or API key and run again")
             self.store.update_run(status="failed", finished_at=time.time(), message=f"stage {stage} not merged")
             self.render()
-            self.say(f"stage {stage} not merged: {len(failed)} milestone(s) failed; branches are kept. "
-                     "Fix and run again (finished milestones are not redone).")
+            self.say(
+                f"stage {stage} not merged: {len(failed)} milestone(s) failed; branches are kept. "
+                "Fix and run again (finished milestones are not redone)."
+            )
             return 1
         return self._integrate(stage, milestones)
 
@@ -379,16 +444,25 @@ class Runner:
             result = run_milestone(services, job)
         except OrchestratorError as e:
             result = MilestoneResult(job.milestone.id, "failed", str(e))
-        except Exception as e:  # noqa: BLE001 - one task's bug must not take down the others
+        except Exception as e:
             log.exception("milestone %s crashed", job.milestone.id)
             result = MilestoneResult(job.milestone.id, "failed", f"internal error: {e!r} (see the run log)")
         self.events.put(result)
 
     def _services(self) -> Services:
         return Services(
-            config=self.cfg, root=self.root, rate_limits=self.rate_limits, monitor=self.monitor,
-            validator=self.validator, worktrees=self.worktrees, agent_env=self.agent_env, log_dir=self.log_dir,
-            prompt_dir=self.state_dir / "prompts", stop_for=self._stop_for, emit=self.events.put, clock=time.time,
+            config=self.cfg,
+            root=self.root,
+            rate_limits=self.rate_limits,
+            monitor=self.monitor,
+            validator=self.validator,
+            worktrees=self.worktrees,
+            agent_env=self.agent_env,
+            log_dir=self.log_dir,
+            prompt_dir=self.state_dir / "prompts",
+            stop_for=self._stop_for,
+            emit=self.events.put,
+            clock=time.time,
         )
 
     def _stop_for(self, milestone_id: str) -> threading.Event:
@@ -416,7 +490,10 @@ class Runner:
                 self.say(f"  {rec.id} {event.changes['role']}")
         elif isinstance(event, Paused):
             self.store.update_run(paused_until=event.until, pause_reason=event.reason)
-            self.say(f"usage limit: {event.reason} · every task waits until {time.strftime('%H:%M:%S', time.localtime(event.until))}")
+            self.say(
+                f"usage limit: {event.reason} · every task waits until "
+                f"{time.strftime('%H:%M:%S', time.localtime(event.until))}"
+            )
             self.render()
         elif isinstance(event, Held):
             if event.reason != self.store.run().hold_reason:
@@ -434,11 +511,27 @@ class Runner:
 
     def _record_result(self, r: MilestoneResult) -> None:
         rec = self._record(r.id)
-        reason = "stopped by user" if r.status == "interrupted" and self._stop_for(r.id).is_set() and not self.stop.is_set() else r.reason
+        reason = (
+            "stopped by user"
+            if r.status == "interrupted" and self._stop_for(r.id).is_set() and not self.stop.is_set()
+            else r.reason
+        )
         status = "failed" if r.status == "interrupted" and not self.stop.is_set() else r.status
-        self.store.put(update(rec, status=status, reason=reason, finished_at=time.time(), agent_pid=0,
-                              role="", commit=r.commit or rec.commit))
-        self.say(f"  {r.id} {'.' * 8} {status}" + (f": {reason.splitlines()[0][:120]}" if reason and status != "done" else ""))
+        self.store.put(
+            update(
+                rec,
+                status=status,
+                reason=reason,
+                finished_at=time.time(),
+                agent_pid=0,
+                role="",
+                commit=r.commit or rec.commit,
+            )
+        )
+        self.say(
+            f"  {r.id} {'.' * 8} {status}"
+            + (f": {reason.splitlines()[0][:120]}" if reason and status != "done" else "")
+        )
         self.render()
 
     def _interrupted(self) -> int:
@@ -475,7 +568,9 @@ class Runner:
         return EXIT_OK
 
     def _mark_merged(self, milestones: list[Milestone], merges: dict[str, str]) -> dict[str, MilestoneState]:
-        return {m.id: update(self._record(m.id), status="merged", merge_commit=merges[m.id], reason="") for m in milestones}
+        return {
+            m.id: update(self._record(m.id), status="merged", merge_commit=merges[m.id], reason="") for m in milestones
+        }
 
     def _commit_tasks_file(self, stage: int, merged: dict[str, MilestoneState]) -> None:
         records = {**self.store.milestones(), **merged}
@@ -490,17 +585,21 @@ class Runner:
         self.store.put(update(self._record(culprit.id), status="blocked", reason=reason))
         self.store.update_run(status="failed", finished_at=time.time(), message=reason)
         self.render()
-        self.say(f"stage {stage} blocked: {reason}\n  {self.worktrees.base_branch} was not moved; every milestone/* "
-                 "branch is kept. To finish by hand: merge the branches into "
-                 f"{self.worktrees.base_branch} yourself (git merge milestone/<ID>), resolve, commit with a "
-                 "`Milestone: <ID>` trailer, then run again.")
+        self.say(
+            f"stage {stage} blocked: {reason}\n  {self.worktrees.base_branch} was not moved; every milestone/* "
+            "branch is kept. To finish by hand: merge the branches into "
+            f"{self.worktrees.base_branch} yourself (git merge milestone/<ID>), resolve, commit with a "
+            "`Milestone: <ID>` trailer, then run again."
+        )
         return 1
 
     def _base_blocked(self, stage: int, milestones: list[Milestone], blocking: list[str]) -> int:
         kept = self.worktrees.keep_integration(f"orchestrator/stage-{stage}")
         self.worktrees.drop_integration()
-        reason = (f"your uncommitted changes in {', '.join(blocking)} would be overwritten; the merged result is "
-                  f"on branch {kept}. Commit or stash them, then `git merge --ff-only {kept}` (or run again)")
+        reason = (
+            f"your uncommitted changes in {', '.join(blocking)} would be overwritten; the merged result is "
+            f"on branch {kept}. Commit or stash them, then `git merge --ff-only {kept}` (or run again)"
+        )
         self.store.update_run(status="failed", finished_at=time.time(), message=reason)
         self.render()
         self.say(f"stage {stage} merged but not applied: {reason}")
@@ -527,7 +626,9 @@ class Runner:
             log.warning("could not write %s: %s", self.cfg.tasks_file, e)
 
     def _progress(self) -> str:
-        progress = render.status_json(render.snapshot(self.p.plan, self.store.milestones(), self.store.run()))["progress"]
+        progress = render.status_json(render.snapshot(self.p.plan, self.store.milestones(), self.store.run()))[
+            "progress"
+        ]
         return f"{progress['merged']}/{progress['total']} milestones merged"
 
     def say(self, text: str) -> None:

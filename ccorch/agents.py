@@ -142,7 +142,7 @@ def _claude_argv(agent: AgentConfig, role: str, resume: str | None) -> tuple[tup
         argv += ["--resume", resume]
         return tuple(argv), resume
     session = str(uuid.uuid4())
-    return tuple(argv + ["--session-id", session]), session
+    return (*argv, "--session-id", session), session
 
 
 def _other_argv(agent: AgentConfig, prompt_file: Path) -> tuple[str, ...]:
@@ -187,9 +187,7 @@ def run_agent(
         _feed_stdin(process, inv.stdin)
         killed = _supervise(process, reader, started, timeout_s, idle_s, watch.stop, clock)
         reader.join(timeout=10)
-    return AgentRun(
-        None if killed else process.returncode, reader.text(), killed, clock() - started, process.pid
-    )
+    return AgentRun(None if killed else process.returncode, reader.text(), killed, clock() - started, process.pid)
 
 
 def _feed_stdin(process: subprocess.Popen[bytes], text: str) -> None:
@@ -225,9 +223,12 @@ def _supervise(
                 return None
         now = clock()
         reason = (
-            "stopped" if stop.is_set()
-            else "timeout" if now - started > timeout_s
-            else "idle" if now - reader.last_activity > idle_s
+            "stopped"
+            if stop.is_set()
+            else "timeout"
+            if now - started > timeout_s
+            else "idle"
+            if now - reader.last_activity > idle_s
             else None
         )
         if reason:

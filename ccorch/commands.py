@@ -162,8 +162,15 @@ def plan(args: argparse.Namespace) -> int:
 
 def _sample_argv(view: _View) -> tuple[str, ...]:
     inv = agents.build_invocation(
-        view.config.agent, role="implement", milestone_id="<ID>", worktree=Path("<worktree>"), prompt="",
-        prompt_file=Path("<prompt file>"), base_env={}, extra_env={}, resume_session=None,
+        view.config.agent,
+        role="implement",
+        milestone_id="<ID>",
+        worktree=Path("<worktree>"),
+        prompt="",
+        prompt_file=Path("<prompt file>"),
+        base_env={},
+        extra_env={},
+        resume_session=None,
     )
     return tuple("<new uuid>" if a == inv.session_id else a for a in inv.argv)
 
@@ -228,4 +235,4 @@ def serve(args: argparse.Namespace) -> int:
     return server.serve(view.snapshot, port=args.port)
 
 
-__all__ = ["status", "clean", "demo", "plan", "logs", "stop", "watch", "serve", "RunLock"]
+__all__ = ["RunLock", "clean", "demo", "logs", "plan", "serve", "status", "stop", "watch"]

@@ -122,7 +122,7 @@ def load_config(path: Path, environ: Mapping[str, str], explicit: bool = False) 
     elif explicit:
         raise UsageError(f"config file not found: {path} (check --config / ORCHESTRATOR_CONFIG)")
     data = _apply_env(data, environ, path)
-    config = _build(Config, data, prefix="", source=path)
+    config: Config = _build(Config, data, prefix="", source=path)
     _check_values(config, path)
     return config
 
@@ -163,9 +163,7 @@ def _build(cls: type[Any], data: Any, prefix: str, source: Path) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise UsageError(
-            f"{source}: unknown config key `{prefix}{unknown[0]}`; valid keys here: {', '.join(fields)}"
-        )
+        raise UsageError(f"{source}: unknown config key `{prefix}{unknown[0]}`; valid keys here: {', '.join(fields)}")
     hints = typing.get_type_hints(cls)
     values = {name: _convert(hints[name], value, f"{prefix}{name}", source) for name, value in data.items()}
     return cls(**values)
@@ -220,8 +218,11 @@ def _check_values(config: Config, source: Path) -> None:
             continue
         problems += [
             (f"{agent_key}.preset", agent.preset in PRESETS, f"one of {', '.join(PRESETS)}"),
-            (f"{agent_key}.command", agent.preset != "command" or bool(agent.command),
-             'set when preset is "command", e.g. ["python3", "my_agent.py"]'),
+            (
+                f"{agent_key}.command",
+                agent.preset != "command" or bool(agent.command),
+                'set when preset is "command", e.g. ["python3", "my_agent.py"]',
+            ),
             (f"{agent_key}.timeout_minutes", agent.timeout_minutes > 0, "more than 0"),
             (f"{agent_key}.idle_timeout_minutes", agent.idle_timeout_minutes > 0, "more than 0"),
         ]

@@ -14,8 +14,13 @@ from rich.text import Text
 from ccorch import render
 
 STYLES = {
-    "pending": "dim", "running": "bold cyan", "done": "green", "merged": "bold green",
-    "failed": "bold red", "blocked": "red", "interrupted": "yellow",
+    "pending": "dim",
+    "running": "bold cyan",
+    "done": "green",
+    "merged": "bold green",
+    "failed": "bold red",
+    "blocked": "red",
+    "interrupted": "yellow",
 }
 
 
@@ -32,14 +37,33 @@ def frame(snap: render.Snapshot) -> Group:
     if snap.run.hold_reason:
         parts.append(Text(f"holding new agent starts: {snap.run.hold_reason}", style="yellow"))
     table = Table(expand=True)
-    for column in ("Stage", "ID", "Title", "Status", "Elapsed / est.", "Attempt", "Review", "PID", "Cost", "Last output"):
+    for column in (
+        "Stage",
+        "ID",
+        "Title",
+        "Status",
+        "Elapsed / est.",
+        "Attempt",
+        "Review",
+        "PID",
+        "Cost",
+        "Last output",
+    ):
         table.add_column(column, overflow="ellipsis", no_wrap=column != "Last output")
     for m in snap.milestones:
         table.add_row(
-            str(m.stage), m.id, m.title[:30], Text(m.status + (f" ({m.role})" if m.status == "running" and m.role else ""),
-                                                    style=STYLES.get(m.status, "")),
-            _elapsed(m, snap), str(m.attempts or ""), str(m.review_rounds or ""), str(m.agent_pid or ""),
-            f"${m.cost_usd:.2f}" if m.cost_usd else "", (m.last_line or m.reason.splitlines()[0] if m.reason else m.last_line)[:80],
+            str(m.stage),
+            m.id,
+            m.title[:30],
+            Text(
+                m.status + (f" ({m.role})" if m.status == "running" and m.role else ""), style=STYLES.get(m.status, "")
+            ),
+            _elapsed(m, snap),
+            str(m.attempts or ""),
+            str(m.review_rounds or ""),
+            str(m.agent_pid or ""),
+            f"${m.cost_usd:.2f}" if m.cost_usd else "",
+            (m.last_line or m.reason.splitlines()[0] if m.reason else m.last_line)[:80],
         )
     parts.append(table)
     return Group(*parts)  # type: ignore[arg-type]

@@ -24,5 +24,5 @@ class UsageError(OrchestratorError):
     exit_code = EXIT_USAGE
 
 
-class Interrupted(OrchestratorError):
+class Interrupted(OrchestratorError):  # noqa: N818 - reads better at the raise site
     exit_code = EXIT_INTERRUPTED

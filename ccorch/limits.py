@@ -202,9 +202,7 @@ _RANK: dict[Kind, int] = {"usage_limit": 0, "auth": 1, "context": 2, "transient"
 
 def _ranked(*groups: tuple[_Pattern, ...]) -> tuple[_Pattern, ...]:
     """One line matching two kinds takes the stronger (a limit beats a 429)."""
-    return tuple(
-        sorted((p for group in groups for p in group), key=lambda p: _RANK[p.kind])
-    )
+    return tuple(sorted((p for group in groups for p in group), key=lambda p: _RANK[p.kind]))
 
 
 _PATTERNS: dict[str, tuple[_Pattern, ...]] = {
@@ -218,9 +216,7 @@ _PATTERNS: dict[str, tuple[_Pattern, ...]] = {
 
 # Bullets, box drawing, emoji, "✕ [" and the like before the message itself.
 _LEAD = re.compile(r"^[^\w{]+")
-_LABEL = re.compile(
-    r"^(?:(?:API Error|ERROR|Error|error|stream error|Fatal error|message\"?)\s*:\s*\"?)+"
-)
+_LABEL = re.compile(r"^(?:(?:API Error|ERROR|Error|error|stream error|Fatal error|message\"?)\s*:\s*\"?)+")
 # Aider prints "Retrying in 2.0 seconds..." and Codex "…; retrying 1/5 in 200ms":
 # an error that was retried is not why the run ended.
 _RETRYING = re.compile(r"\bretrying\b", re.IGNORECASE)
@@ -228,9 +224,7 @@ _RETRYING = re.compile(r"\bretrying\b", re.IGNORECASE)
 _DAILY = re.compile(r"daily quota|per day|PerDay|reset within 24h", re.IGNORECASE)
 
 # What ends the prompt Codex echoes: its next section header or a diagnostic.
-_CODEX_SECTION = re.compile(
-    r"^(?:(?:codex|thinking|tokens used)$|exec\b|(?:ERROR|warning):)"
-)
+_CODEX_SECTION = re.compile(r"^(?:(?:codex|thinking|tokens used)$|exec\b|(?:ERROR|warning):)")
 
 _GEMINI_EXIT = {41: "auth", 42: "input error", 53: "turn limit exceeded"}
 
@@ -263,11 +257,7 @@ def _items(output: str) -> list[dict[str, Any] | str]:
 
 
 def _lines_of(value: Any) -> list[str]:
-    return (
-        [s.strip() for s in value.splitlines() if s.strip()]
-        if isinstance(value, str)
-        else []
-    )
+    return [s.strip() for s in value.splitlines() if s.strip()] if isinstance(value, str) else []
 
 
 def _dict(value: Any) -> dict[str, Any]:
@@ -279,12 +269,7 @@ def _text_blocks(message: dict[str, Any]) -> list[str]:
     if isinstance(content, str):
         return _lines_of(content)
     blocks = content if isinstance(content, list) else []
-    return [
-        ln
-        for b in blocks
-        if _dict(b).get("type") == "text"
-        for ln in _lines_of(b.get("text"))
-    ]
+    return [ln for b in blocks if _dict(b).get("type") == "text" for ln in _lines_of(b.get("text"))]
 
 
 def _result_texts(event: dict[str, Any]) -> list[str]:
@@ -349,9 +334,7 @@ def _scan(patterns: tuple[_Pattern, ...], lines: list[str]) -> _Hit | None:
         line = _clean(lines[index])
         retried = retried or bool(_RETRYING.search(line))
         for pattern in patterns:
-            if pattern.regex.search(line) and not (
-                pattern.kind == "transient" and retried
-            ):
+            if pattern.regex.search(line) and not (pattern.kind == "transient" and retried):
                 if best is None or _RANK[pattern.kind] < _RANK[best.kind]:
                     best = _Hit(pattern.kind, index, lines[index])
                 break
@@ -376,9 +359,7 @@ _UNIT = re.compile(
     re.IGNORECASE,
 )
 _SECONDS = {"ms": 0.001, "d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
-_KEY = re.compile(
-    r"\b(?:resets?|try again|regain access)(?:\s+(?:at|on))?\s+", re.IGNORECASE
-)
+_KEY = re.compile(r"\b(?:resets?|try again|regain access)(?:\s+(?:at|on))?\s+", re.IGNORECASE)
 _MONTHS = [
     "jan",
     "feb",
@@ -421,9 +402,7 @@ _US_ZONES = {
 
 def _local_zone(now: datetime) -> tzinfo:
     if now.tzinfo is None:
-        raise ValueError(
-            "now must be timezone-aware: its zone is the local time of reset texts"
-        )
+        raise ValueError("now must be timezone-aware: its zone is the local time of reset texts")
     return now.tzinfo
 
 
@@ -474,15 +453,11 @@ def _next_time_of_day(clock: tuple[int, int], zone: tzinfo, now: datetime) -> fl
     local_now = now.astimezone(zone)
     at = datetime.combine(local_now.date(), time(*clock), tzinfo=zone)
     if at < local_now - _JUST_PASSED:
-        at = datetime.combine(
-            local_now.date() + timedelta(days=1), time(*clock), tzinfo=zone
-        )
+        at = datetime.combine(local_now.date() + timedelta(days=1), time(*clock), tzinfo=zone)
     return at.timestamp()
 
 
-def _on_date(
-    match: re.Match[str], clock: tuple[int, int], zone: tzinfo, now: datetime
-) -> float | None:
+def _on_date(match: re.Match[str], clock: tuple[int, int], zone: tzinfo, now: datetime) -> float | None:
     """Month and day; without a year, this year unless that is over a day ago."""
     local_now = now.astimezone(zone)
     month = _MONTHS.index(match["mon"][:3].lower()) + 1
@@ -578,9 +553,7 @@ def _epoch(value: Any) -> float | None:
     return value / 1000 if value > 1e12 else float(value)  # tolerate milliseconds
 
 
-def _from_limit_event(
-    info: dict[str, Any], hit: _Hit | None, lines: list[str], now: datetime
-) -> Classification:
+def _from_limit_event(info: dict[str, Any], hit: _Hit | None, lines: list[str], now: datetime) -> Classification:
     text_hit = hit if hit is not None and hit.kind == "usage_limit" else None
     reset = _epoch(info.get("resetsAt"))
     if reset is None and text_hit is not None:
@@ -591,9 +564,7 @@ def _from_limit_event(
 
 
 def _from_hit(hit: _Hit, lines: list[str], now: datetime) -> Classification:
-    reset = (
-        _usage_reset(lines, hit.position, now) if hit.kind == "usage_limit" else None
-    )
+    reset = _usage_reset(lines, hit.position, now) if hit.kind == "usage_limit" else None
     return Classification(hit.kind, reset, _shorten(hit.line, _MESSAGE_CHARS))
 
 
@@ -631,26 +602,20 @@ def _from_exit(preset: str, returncode: int, output: str) -> Classification:
     # 41 is FatalAuthenticationError ("Please set an Auth method …").
     what = _GEMINI_EXIT.get(returncode) if preset == "gemini" else None
     if what == "auth":
-        return Classification(
-            "auth", None, line or "gemini: authentication failed (exit 41)"
-        )
+        return Classification("auth", None, line or "gemini: authentication failed (exit 41)")
     detail = f"{what} (exit {returncode})" if what else f"exit code {returncode}"
     message = f"{detail}: {line}" if line and what else line or detail
     return Classification("failed", None, _shorten(message, _MESSAGE_CHARS))
 
 
-def classify(
-    preset: str, returncode: int | None, output: str, now: datetime
-) -> Classification:
+def classify(preset: str, returncode: int | None, output: str, now: datetime) -> Classification:
     """What an agent run's exit code and output (stdout and stderr) mean for the runner.
 
     returncode None means the watchdog killed the process: transient, unless the
     output shows a usage limit or an auth problem.
     """
     if preset not in _PATTERNS:
-        raise ValueError(
-            f"unknown agent preset {preset!r}; valid: {', '.join(PRESETS)}"
-        )
+        raise ValueError(f"unknown agent preset {preset!r}; valid: {', '.join(PRESETS)}")
     items = _items(output)
     lines = _scanned_lines(preset, items)
     hit = _scan(_PATTERNS[preset], lines)
@@ -678,11 +643,7 @@ def _int(value: Any) -> int | None:
 
 
 def _float(value: Any) -> float | None:
-    return (
-        float(value)
-        if isinstance(value, (int, float)) and not isinstance(value, bool)
-        else None
-    )
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def _str(value: Any) -> str | None:

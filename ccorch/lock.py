@@ -55,7 +55,12 @@ class RunLock:
 
 
 def _me() -> dict[str, Any]:
-    return {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(), "create_time": _create_time(os.getpid())}
+    return {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "started": time.time(),
+        "create_time": _create_time(os.getpid()),
+    }
 
 
 def read_holder(path: Path) -> dict[str, Any] | None:

@@ -96,8 +96,12 @@ class _Tally:
 
     def fields(self) -> dict[str, Any]:
         return {
-            "attempts": self.attempts, "session_id": self.session_id, "cost_usd": self.cost_usd,
-            "input_tokens": self.input_tokens, "output_tokens": self.output_tokens, "recoveries": self.recoveries,
+            "attempts": self.attempts,
+            "session_id": self.session_id,
+            "cost_usd": self.cost_usd,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "recoveries": self.recoveries,
         }
 
 
@@ -113,10 +117,19 @@ def run_milestone(s: Services, job: Job) -> MilestoneResult:
     m, prev = job.milestone, job.previous
     tally = _Tally()
     if prev:
-        tally = _Tally(prev.attempts, prev.session_id, prev.cost_usd, prev.input_tokens, prev.output_tokens,
-                       recoveries=prev.recoveries)
-    s.emit(Progress(m.id, {"status": "running", "started_at": s.clock(), "reason": "", "role": "prepare",
-                           "finished_at": 0.0}))
+        tally = _Tally(
+            prev.attempts,
+            prev.session_id,
+            prev.cost_usd,
+            prev.input_tokens,
+            prev.output_tokens,
+            recoveries=prev.recoveries,
+        )
+    s.emit(
+        Progress(
+            m.id, {"status": "running", "started_at": s.clock(), "reason": "", "role": "prepare", "finished_at": 0.0}
+        )
+    )
     try:
         path = s.worktrees.ensure(m.id, job.base, reuse=job.reuse_branch)
     except OrchestratorError as e:
@@ -125,7 +138,9 @@ def run_milestone(s: Services, job: Job) -> MilestoneResult:
     ctx = _Context(s, m, path, job.base, tally)
     entry = s.validator.run_checks(m.entry, path)
     if not entry.ok:
-        return MilestoneResult(m.id, "blocked", "entry requirements not met: " + entry.summary() + "\n" + entry.failure_output())
+        return MilestoneResult(
+            m.id, "blocked", "entry requirements not met: " + entry.summary() + "\n" + entry.failure_output()
+        )
     return _implement_and_review(ctx, prev)
 
 
@@ -161,8 +176,9 @@ def _implement_and_review(ctx: _Context, previous: MilestoneState | None) -> Mil
             return MilestoneResult(m.id, "done", "", commit)
         if round_no == review_cfg.max_rounds:
             return _unfixed(m, verdict, findings, review_cfg.max_rounds)
-        outcome = _run_role(ctx, "remediate", prompts.remediate(m, str(ctx.path), findings, _failures(verdict)),
-                            resume_session=True)
+        outcome = _run_role(
+            ctx, "remediate", prompts.remediate(m, str(ctx.path), findings, _failures(verdict)), resume_session=True
+        )
         if outcome.kind != "ok":
             return _failure(ctx, outcome)
         commit = _commit(ctx, f"Milestone {m.id}: remediation round {round_no}")
@@ -175,8 +191,11 @@ def _failures(verdict: Verdict) -> str:
 
 def _unfixed(m: Milestone, verdict: Verdict, findings: list[str], rounds: int) -> MilestoneResult:
     if not verdict.ok:
-        return MilestoneResult(m.id, "failed", f"exit criteria not met after {rounds} round(s): {verdict.summary()}\n"
-                               + verdict.failure_output()[-2000:])
+        return MilestoneResult(
+            m.id,
+            "failed",
+            f"exit criteria not met after {rounds} round(s): {verdict.summary()}\n" + verdict.failure_output()[-2000:],
+        )
     return MilestoneResult(m.id, "failed", f"review failed after {rounds} round(s): " + "; ".join(findings)[:1500])
 
 
@@ -200,7 +219,9 @@ def _review(ctx: _Context, round_no: int) -> tuple[bool | None, list[str]]:
     prompt = prompts.review(ctx.m, str(ctx.path), git.diff(ctx.path, ctx.base), str(review_file))
     for _ in range(2):  # no verdict: one retry, then it counts as a failure
         review_file.unlink(missing_ok=True)
-        outcome = _run_role(ctx, "review", prompt, resume_session=False, extra_env={"ORCHESTRATOR_REVIEW_FILE": str(review_file)})
+        outcome = _run_role(
+            ctx, "review", prompt, resume_session=False, extra_env={"ORCHESTRATOR_REVIEW_FILE": str(review_file)}
+        )
         dropped = git.discard_changes(ctx.path)
         if dropped:
             _log_line(ctx, f"the reviewer changed {dropped}; those changes were discarded")
@@ -279,16 +300,21 @@ def _attempt(ctx: _Context, role: str, state: dict[str, Any], extra_env: Mapping
             until = s.rate_limits.pause(kind.reset_at, kind.message)
             s.emit(Paused(until, kind.message))
             _log_line(ctx, f"usage limit: {kind.message}; every task waits until {time.ctime(until)}")
-            state.update(prompt=prompts.continue_after_limit() if agent.preset == "claude" and tally.session_id
-                         else state["prompt"], resume=True)
+            state.update(
+                prompt=prompts.continue_after_limit()
+                if agent.preset == "claude" and tally.session_id
+                else state["prompt"],
+                resume=True,
+            )
             continue
         if kind.kind == "ok":
             return Outcome("ok", run.output, False)
         return _setback(ctx, agent, state, run, kind)
 
 
-def _setback(ctx: _Context, agent: AgentConfig, state: dict[str, Any], run: agents.AgentRun,
-             kind: limits.Classification) -> Outcome:
+def _setback(
+    ctx: _Context, agent: AgentConfig, state: dict[str, Any], run: agents.AgentRun, kind: limits.Classification
+) -> Outcome:
     tally = ctx.tally
     if run.killed == "stopped":
         return Outcome("interrupted", "stopped by user", False)
@@ -319,16 +345,27 @@ def _one_run(
     prompt_file.write_text(state["prompt"], encoding="utf-8")
     resume = tally.session_id if state["resume"] and role != "review" and tally.session_id else None
     inv = agents.build_invocation(
-        agent, role=role, milestone_id=m.id, worktree=ctx.path, prompt=state["prompt"], prompt_file=prompt_file,
-        base_env=s.agent_env, extra_env=extra_env, resume_session=resume,
+        agent,
+        role=role,
+        milestone_id=m.id,
+        worktree=ctx.path,
+        prompt=state["prompt"],
+        prompt_file=prompt_file,
+        base_env=s.agent_env,
+        extra_env=extra_env,
+        resume_session=resume,
     )
     if inv.session_id and role != "review":
         tally.session_id = inv.session_id
         state["resume"] = True  # from now on this session exists: later runs continue it
     s.emit(Progress(m.id, {"role": role, **tally.fields()}))
     run = agents.run_agent(
-        inv, cwd=ctx.path, log_path=s.log_dir / f"{m.id}.log", header=f"{m.id} {role} attempt {tally.attempts}",
-        timeout_s=agent.timeout_minutes * 60, idle_s=agent.idle_timeout_minutes * 60,
+        inv,
+        cwd=ctx.path,
+        log_path=s.log_dir / f"{m.id}.log",
+        header=f"{m.id} {role} attempt {tally.attempts}",
+        timeout_s=agent.timeout_minutes * 60,
+        idle_s=agent.idle_timeout_minutes * 60,
         watch=agents.Watch(s.stop_for(m.id), _on_start(ctx), _line_reporter(ctx)),
     )
     kind = s.rate_limits.classify(agent.preset, run)

@@ -42,9 +42,7 @@ _UNIT_MINUTES = {"d": MINUTES_PER_DAY, "h": 60, "m": 1}
 _NUMBER = r"\d+(?:\.\d+)?"
 # Longest spellings first so "min" is not read as "m" followed by junk.
 _UNIT = r"(?:days?|d|hours?|hrs?|h|minutes?|mins?|m)(?![a-z])"
-_ESTIMATE_PREFIX = re.compile(
-    r"^\s*(?:~|about\b|around\b|approx(?:imately\b|\.)?)?\s*", re.IGNORECASE
-)
+_ESTIMATE_PREFIX = re.compile(r"^\s*(?:~|about\b|around\b|approx(?:imately\b|\.)?)?\s*", re.IGNORECASE)
 _ESTIMATE_TERM = re.compile(
     rf"\s*(?:(?:,|\+|and\b)\s*)?"
     rf"(?:(?P<low>{_NUMBER})\s*(?P<low_unit>{_UNIT})?\s*(?:-|–|—|to\b)\s*)?"
@@ -147,10 +145,7 @@ def milestone_id_problem(text: str) -> str | None:
     """None if `text` is a milestone id such as 1A, else what is expected."""
     if _ID.fullmatch(text):
         return None
-    message = (
-        f"'{text}' is not a milestone id "
-        "(expected a stage number and a capital letter, e.g. 1A)"
-    )
+    message = f"'{text}' is not a milestone id (expected a stage number and a capital letter, e.g. 1A)"
     suggestion = _normalized_id(text)
     if suggestion is None or suggestion == text:
         return message
@@ -191,8 +186,7 @@ def _bad_name_problem(path: Path, display_path: str) -> Problem | None:
     if _FILE_NAME.fullmatch(path.name):
         return None
     message = (
-        f"bad file name '{path.name}': expected a stage number without leading zeros "
-        "and one capital letter, e.g. 1A.md"
+        f"bad file name '{path.name}': expected a stage number without leading zeros and one capital letter, e.g. 1A.md"
     )
     suggestion = _normalized_id(path.stem)
     if suggestion:
@@ -203,9 +197,7 @@ def _bad_name_problem(path: Path, display_path: str) -> Problem | None:
 # ---------------------------------------------------------------- one file
 
 
-def parse_milestone(
-    path: Path, text: str, display_path: str
-) -> tuple[Milestone | None, list[Problem]]:
+def parse_milestone(path: Path, text: str, display_path: str) -> tuple[Milestone | None, list[Problem]]:
     """Parse one milestone file; None only when its name is not a milestone id.
 
     The milestone is returned even when it has problems, so the checks across
@@ -256,12 +248,10 @@ def _blocks(tokens: Sequence[Token], lines: Sequence[str]) -> list[_Block]:
     # Only top-level headings split the file: a "#" inside a list or quote is content.
     starts = [i for i, token in enumerate(tokens) if _heading_level(token) in (1, 2)]
     ends = [*starts[1:], len(tokens)]
-    return [_block(tokens, start, end, lines) for start, end in zip(starts, ends)]
+    return [_block(tokens, start, end, lines) for start, end in zip(starts, ends, strict=False)]
 
 
-def _block(
-    tokens: Sequence[Token], start: int, end: int, lines: Sequence[str]
-) -> _Block:
+def _block(tokens: Sequence[Token], start: int, end: int, lines: Sequence[str]) -> _Block:
     body_start = _line_span(tokens[start])[1]
     body_end = _line_span(tokens[end])[0] if end < len(tokens) else len(lines)
     return _Block(
@@ -305,8 +295,7 @@ def _sections(blocks: Sequence[_Block]) -> tuple[dict[str, _Block], list[_Issue]
             issues.append(
                 _Issue(
                     block.line,
-                    f"second '## {block.heading}' section (the first is at line "
-                    f"{first.line}): merge them into one",
+                    f"second '## {block.heading}' section (the first is at line {first.line}): merge them into one",
                 )
             )
     return sections, issues
@@ -436,10 +425,7 @@ def _estimate(section: _Block | None) -> tuple[int | None, list[_Issue]]:
         return None, []
     entry = next((e for e in _entries(section.tokens) if e.text), None)
     if entry is None:
-        message = (
-            f"the Estimated Time section is empty: write {_ESTIMATE_EXAMPLES}, "
-            "or remove it"
-        )
+        message = f"the Estimated Time section is empty: write {_ESTIMATE_EXAMPLES}, or remove it"
         return None, [_Issue(section.line, message)]
     minutes = parse_estimate(entry.text)
     if minutes is None:
@@ -527,10 +513,7 @@ def _missing_directory(directory: Path, shown: str) -> Problem:
     if directory.exists():
         message = "is not a directory: put one file per milestone in a directory"
         return Problem(shown, 0, message)
-    message = (
-        f"directory not found: create it (mkdir {shown}) and add one file per "
-        f"milestone, e.g. {shown}/1A.md"
-    )
+    message = f"directory not found: create it (mkdir {shown}) and add one file per milestone, e.g. {shown}/1A.md"
     return Problem(shown, 0, message)
 
 
@@ -557,9 +540,7 @@ def _load_file(path: Path, shown: str) -> tuple[Milestone | None, list[Problem]]
         text = raw.decode("utf-8")
     except UnicodeDecodeError as error:
         line = raw[: error.start].count(b"\n") + 1
-        message = (
-            f"not valid UTF-8 (byte 0x{raw[error.start]:02x}): save the file as UTF-8"
-        )
+        message = f"not valid UTF-8 (byte 0x{raw[error.start]:02x}): save the file as UTF-8"
         return None, [Problem(shown, line, message)]
     return parse_milestone(path, text, shown)
 
@@ -572,9 +553,7 @@ def _problem_order(problem: Problem) -> tuple[int, int, str, str, int]:
     return 0, stage, task, problem.path, problem.line
 
 
-def check_plan(
-    milestones: Sequence[Milestone], root: Path, unreadable: Collection[str] = ()
-) -> list[Problem]:
+def check_plan(milestones: Sequence[Milestone], root: Path, unreadable: Collection[str] = ()) -> list[Problem]:
     """Problems across files: duplicate ids, bad dependencies, dependency cycles.
 
     `unreadable` are ids whose file exists but could not be read; depending on
@@ -612,18 +591,13 @@ def _dependency_problems(
     return problems
 
 
-def _dependency_problem(
-    milestone: Milestone, dependency: str, target: Milestone | None, shown: str
-) -> str | None:
+def _dependency_problem(milestone: Milestone, dependency: str, target: Milestone | None, shown: str) -> str | None:
     name = milestone.id
     if dependency == name:
         return f"{name} depends on itself: remove {name} from its Dependencies"
     if target is None:
         missing = PurePosixPath(shown).with_name(f"{dependency}.md")
-        return (
-            f"{name} depends on {dependency}, which is not in the plan: "
-            f"add {missing} or remove the dependency"
-        )
+        return f"{name} depends on {dependency}, which is not in the plan: add {missing} or remove the dependency"
     if target.stage == milestone.stage:
         return (
             f"{name} depends on {dependency} in the same stage; tasks of a stage run "
@@ -647,10 +621,7 @@ def _dependency_line(milestone: Milestone, dependency: str) -> int:
 
 
 def _cycle_problems(by_id: Mapping[str, Milestone], root: Path) -> list[Problem]:
-    graph = {
-        name: [d for d in milestone.dependencies if d in by_id and d != name]
-        for name, milestone in by_id.items()
-    }
+    graph = {name: [d for d in milestone.dependencies if d in by_id and d != name] for name, milestone in by_id.items()}
     problems = []
     for cycle in _cycles(graph):
         first = by_id[cycle[0]]

@@ -80,9 +80,7 @@ def run_shell_check(command: str, *, cwd: Path, env: Mapping[str, str], timeout:
         return Output(124, e.output, f"check timed out after {timeout:.0f}s")
 
 
-def popen_group(
-    argv: Sequence[str], *, cwd: Path, env: Mapping[str, str]
-) -> subprocess.Popen[bytes]:
+def popen_group(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str]) -> subprocess.Popen[bytes]:
     """Start a process in its own process group, so a stop can kill the whole tree."""
     kwargs: dict[str, object] = {}
     if IS_WINDOWS:

@@ -30,7 +30,9 @@ def resume_note(kind: str, committed: Sequence[str]) -> str:
     """What a fresh attempt is told about the work it inherits."""
     text = f"Note: an earlier attempt at this milestone was interrupted ({kind})."
     if committed:
-        text += " These files already hold its work; continue from them, do not start over: " + ", ".join(committed[:40])
+        text += " These files already hold its work; continue from them, do not start over: " + ", ".join(
+            committed[:40]
+        )
     return text
 
 
@@ -42,21 +44,23 @@ def continue_after_limit() -> str:
 
 
 def review(m: Milestone, worktree: str, diff: str, review_file: str) -> str:
-    return "\n".join([
-        f"You are reviewing the work done for milestone {m.id}: {m.title}.",
-        f"The work is in this directory: {worktree}. Do NOT modify any file: you only review.",
-        "Check that the Tasks are done, the Exit Criteria are met, and the code is correct, safe and tidy.",
-        f"Write your verdict as JSON to {review_file}:",
-        '  {"verdict": "pass" or "fail", "findings": ["one finding per entry, concrete and actionable"]}',
-        "If you cannot write that file, end your answer with findings, one per line, then a last line",
-        "that is exactly `VERDICT: PASS` or `VERDICT: FAIL`.",
-        "",
-        "The milestone file:",
-        m.text.strip(),
-        "",
-        "The change under review (diff against the stage base):",
-        diff,
-    ])
+    return "\n".join(
+        [
+            f"You are reviewing the work done for milestone {m.id}: {m.title}.",
+            f"The work is in this directory: {worktree}. Do NOT modify any file: you only review.",
+            "Check that the Tasks are done, the Exit Criteria are met, and the code is correct, safe and tidy.",
+            f"Write your verdict as JSON to {review_file}:",
+            '  {"verdict": "pass" or "fail", "findings": ["one finding per entry, concrete and actionable"]}',
+            "If you cannot write that file, end your answer with findings, one per line, then a last line",
+            "that is exactly `VERDICT: PASS` or `VERDICT: FAIL`.",
+            "",
+            "The milestone file:",
+            m.text.strip(),
+            "",
+            "The change under review (diff against the stage base):",
+            diff,
+        ]
+    )
 
 
 def remediate(m: Milestone, worktree: str, findings: Sequence[str], check_output: str) -> str:

@@ -30,13 +30,16 @@ class Snapshot(NamedTuple):
 
 
 def snapshot(plan: Plan, records: dict[str, MilestoneState], run: RunState, now: float | None = None) -> Snapshot:
-    rows = tuple(
-        records.get(m.id) or MilestoneState(id=m.id, stage=m.stage, title=m.title)
-        for m in plan.milestones
-    )
-    rows = tuple(dataclasses.replace(r, title=m.title, stage=m.stage) for r, m in zip(rows, plan.milestones))
+    rows = tuple(_row(records.get(m.id), m.id, m.stage, m.title) for m in plan.milestones)
     estimates = {m.id: m.estimate_minutes for m in plan.milestones}
     return Snapshot(rows, estimates, run, time.time() if now is None else now)
+
+
+def _row(rec: MilestoneState | None, mid: str, stage: int, title: str) -> MilestoneState:
+    # The plan's title and stage win: the milestone file may have been edited since.
+    if rec is None:
+        return MilestoneState(id=mid, stage=stage, title=title)
+    return dataclasses.replace(rec, title=title, stage=stage)
 
 
 def tasks_markdown(snap: Snapshot) -> str:
@@ -48,8 +51,12 @@ def tasks_markdown(snap: Snapshot) -> str:
         "",
     ]
     for stage in sorted({m.stage for m in snap.milestones}):
-        lines += [f"## Stage {stage}", "", "| ID | Title | Status | Attempts | Review rounds | Cost | Commit | Note |",
-                  "|---|---|---|---|---|---|---|---|"]
+        lines += [
+            f"## Stage {stage}",
+            "",
+            "| ID | Title | Status | Attempts | Review rounds | Cost | Commit | Note |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for m in (m for m in snap.milestones if m.stage == stage):
             lines.append(
                 f"| {m.id} | {_cell(m.title)} | {m.status} | {m.attempts} | {m.review_rounds} | "

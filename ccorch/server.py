@@ -12,7 +12,7 @@ from ccorch import render
 
 def make_server(snapshot: Callable[[], render.Snapshot], port: int) -> ThreadingHTTPServer:
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        def do_GET(self) -> None:
             body = route(self.path, snapshot)
             if body is None:
                 self._send(404, {"error": f"no such path: {self.path}"})

@@ -102,9 +102,7 @@ class StateStore:
             with self._tx():
                 self._conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
                 self._conn.execute("CREATE TABLE IF NOT EXISTS milestones (id TEXT PRIMARY KEY, data TEXT)")
-                self._conn.execute(
-                    "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
-                )
+                self._conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
         version = self._meta("schema_version")
         if version is None:
             raise _corrupt(self.path)
@@ -138,9 +136,7 @@ class StateStore:
     def put(self, *records: MilestoneState) -> None:
         with self._tx():
             for record in records:
-                self._conn.execute(
-                    "INSERT OR REPLACE INTO milestones VALUES (?, ?)", (record.id, record.to_json())
-                )
+                self._conn.execute("INSERT OR REPLACE INTO milestones VALUES (?, ?)", (record.id, record.to_json()))
 
     def run(self) -> RunState:
         text = self._meta("run")
@@ -155,9 +151,7 @@ class StateStore:
 
     def put_run(self, run: RunState) -> None:
         with self._tx():
-            self._conn.execute(
-                "INSERT OR REPLACE INTO meta VALUES ('run', ?)", (json.dumps(dataclasses.asdict(run)),)
-            )
+            self._conn.execute("INSERT OR REPLACE INTO meta VALUES ('run', ?)", (json.dumps(dataclasses.asdict(run)),))
 
     def update_run(self, **changes: Any) -> RunState:
         run = dataclasses.replace(self.run(), **changes)
@@ -177,9 +171,7 @@ class _Transaction:
 
 
 def _corrupt(path: Path) -> UsageError:
-    return UsageError(
-        f"state is corrupt: {path}; `clean --state` starts over, your branches are kept"
-    )
+    return UsageError(f"state is corrupt: {path}; `clean --state` starts over, your branches are kept")
 
 
 def update(record: MilestoneState, **changes: Any) -> MilestoneState:

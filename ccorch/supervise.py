@@ -44,8 +44,11 @@ def supervise(args: argparse.Namespace, script: Path, pause: float | None = None
         if code in NO_RESTART:
             return code
         if restart < attempts:
-            print(f"runner exited with {code}; restarting with --resume in {pause:g}s "
-                  f"({restart + 1}/{attempts})", file=sys.stderr, flush=True)
+            print(
+                f"runner exited with {code}; restarting with --resume in {pause:g}s ({restart + 1}/{attempts})",
+                file=sys.stderr,
+                flush=True,
+            )
             time.sleep(pause)
     return code
 

@@ -33,7 +33,9 @@ def _event(event: dict[str, Any]) -> str | None:
         return f"[{status}] {str(event.get('result', ''))[:300]}{tail}"
     if kind == "rate_limit_event":
         info = event.get("rate_limit_info", {})
-        return f"[rate limit] {info.get('status')} {info.get('rateLimitType', '')} resets at {info.get('resetsAt', '?')}"
+        return (
+            f"[rate limit] {info.get('status')} {info.get('rateLimitType', '')} resets at {info.get('resetsAt', '?')}"
+        )
     if kind == "system" and event.get("subtype") == "api_retry":
         return f"[api retry {event.get('attempt')}/{event.get('max_retries')}] status {event.get('error_status')}"
     if kind == "system" and event.get("subtype") == "init":

@@ -48,13 +48,40 @@ class Project:
     def git(self, *args: str) -> str:
         return subprocess.run(("git", *args), cwd=self.root, check=True, capture_output=True, text=True).stdout
 
-    def milestone(self, mid: str, title: str = "", tasks: str = "- Do the work.", exit_checks: Sequence[str] = (),
-                  entry: Sequence[str] = (), deps: Sequence[str] = (), estimate: str = "10 minutes",
-                  extra: str = "") -> Path:
-        lines = [f"# {title or 'Milestone ' + mid}", "", "## Description", f"Milestone {mid}.", extra, "",
-                 "## Entry Requirements", *([f"- {e}" for e in entry] or ["- None"]), "",
-                 "## Tasks", tasks, "", "## Exit Criteria", *([f"- {c}" for c in exit_checks] or ["- Work is done"]), "",
-                 "## Dependencies", *([f"- {d}" for d in deps] or ["None"]), "", "## Estimated Time", estimate, ""]
+    def milestone(
+        self,
+        mid: str,
+        title: str = "",
+        tasks: str = "- Do the work.",
+        exit_checks: Sequence[str] = (),
+        entry: Sequence[str] = (),
+        deps: Sequence[str] = (),
+        estimate: str = "10 minutes",
+        extra: str = "",
+    ) -> Path:
+        lines = [
+            f"# {title or 'Milestone ' + mid}",
+            "",
+            "## Description",
+            f"Milestone {mid}.",
+            extra,
+            "",
+            "## Entry Requirements",
+            *([f"- {e}" for e in entry] or ["- None"]),
+            "",
+            "## Tasks",
+            tasks,
+            "",
+            "## Exit Criteria",
+            *([f"- {c}" for c in exit_checks] or ["- Work is done"]),
+            "",
+            "## Dependencies",
+            *([f"- {d}" for d in deps] or ["None"]),
+            "",
+            "## Estimated Time",
+            estimate,
+            "",
+        ]
         path = self.root / "milestones" / f"{mid}.md"
         path.parent.mkdir(exist_ok=True)
         path.write_text("\n".join(lines))
@@ -64,22 +91,35 @@ class Project:
         self.script_path.write_text(json.dumps(script))
 
     def configure(self, **overrides: Any) -> None:
-        agent = {"preset": "command", "command": [sys.executable, str(FAKE_AGENT)],
-                 "env": {"FAKE_AGENT_SCRIPT": str(self.script_path), "FAKE_AGENT_LOG": str(self.agent_log),
-                         "FAKE_AGENT_STATE": str(self.agent_state)},
-                 "timeout_minutes": 2, "idle_timeout_minutes": 1}
+        agent = {
+            "preset": "command",
+            "command": [sys.executable, str(FAKE_AGENT)],
+            "env": {
+                "FAKE_AGENT_SCRIPT": str(self.script_path),
+                "FAKE_AGENT_LOG": str(self.agent_log),
+                "FAKE_AGENT_STATE": str(self.agent_state),
+            },
+            "timeout_minutes": 2,
+            "idle_timeout_minutes": 1,
+        }
         agent.update(overrides.pop("agent", {}))
-        self.config = {"max_parallel_tasks": 4, "retry_attempts": 0,
-                       "rate_limit": {"grace_seconds": 0, "backoff_initial_seconds": 0.05, "backoff_max_seconds": 0.1},
-                       "monitor": {"max_cpu_percent": 100, "max_memory_percent": 100, "min_free_disk_gb": 0},
-                       "agent": agent, **overrides}
+        self.config = {
+            "max_parallel_tasks": 4,
+            "retry_attempts": 0,
+            "rate_limit": {"grace_seconds": 0, "backoff_initial_seconds": 0.05, "backoff_max_seconds": 0.1},
+            "monitor": {"max_cpu_percent": 100, "max_memory_percent": 100, "min_free_disk_gb": 0},
+            "agent": agent,
+            **overrides,
+        }
         (self.root / "orchestrator.config.json").write_text(json.dumps(self.config, indent=2))
 
     def commit_plan(self, message: str = "Add the plan") -> None:
         self.git("add", "-A")
         self.git("commit", "-q", "-m", message)
 
-    def run(self, *args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *args: str, env: dict[str, str] | None = None, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
         return run_orchestrator(self.root, *args, env=env, timeout=timeout)
 
     def agent_calls(self) -> list[dict[str, Any]]:
@@ -106,16 +146,28 @@ class Project:
         return self.git("show", f"{ref}:{path}")
 
 
-def run_orchestrator(cwd: Path, *args: str, env: dict[str, str] | None = None,
-                     timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def run_orchestrator(
+    cwd: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     full_env = {**os.environ, "NO_COLOR": "1", **(env or {})}
-    return subprocess.run((sys.executable, str(ORCHESTRATOR), *args), cwd=cwd, env=full_env,
-                          capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        (sys.executable, str(ORCHESTRATOR), *args),
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def init_repo(root: Path) -> None:
     root.mkdir(parents=True, exist_ok=True)
-    for args in (("init", "-q", "-b", "main"), ("config", "user.email", "t@example.com"), ("config", "user.name", "Test")):
+    for args in (
+        ("init", "-q", "-b", "main"),
+        ("config", "user.email", "t@example.com"),
+        ("config", "user.name", "Test"),
+    ):
         subprocess.run(("git", *args), cwd=root, check=True)
     (root / "README.md").write_text("# project\n")
     subprocess.run(("git", "add", "-A"), cwd=root, check=True)

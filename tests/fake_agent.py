@@ -94,9 +94,17 @@ def main() -> int:
     milestone = os.environ.get("ORCHESTRATOR_MILESTONE", "?")
     role = os.environ.get("ORCHESTRATOR_ROLE", "implement")
     prompt = sys.stdin.read()
-    record = {"milestone": milestone, "role": role, "pid": os.getpid(), "start": time.time(), "cwd": os.getcwd(),
-              "prompt": prompt, "prompt_file": os.environ.get("ORCHESTRATOR_PROMPT_FILE"),
-              "worktree": os.environ.get("ORCHESTRATOR_WORKTREE"), "secret": os.environ.get("FAKE_SECRET_SEEN_AS")}
+    record = {
+        "milestone": milestone,
+        "role": role,
+        "pid": os.getpid(),
+        "start": time.time(),
+        "cwd": os.getcwd(),
+        "prompt": prompt,
+        "prompt_file": os.environ.get("ORCHESTRATOR_PROMPT_FILE"),
+        "worktree": os.environ.get("ORCHESTRATOR_WORKTREE"),
+        "secret": os.environ.get("FAKE_SECRET_SEEN_AS"),
+    }
     log = os.environ.get("FAKE_AGENT_LOG")
     if log:  # the start line goes out first, so a killed or hanging agent is still on record
         with open(log, "a") as f:

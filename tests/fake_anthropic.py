@@ -199,9 +199,7 @@ def _strings(obj: Any) -> Iterator[str]:
             yield from _strings(value)
 
 
-def claude_env(
-    server: FakeAnthropic, scratch: Path, oauth: bool = False, max_retries: int = 0
-) -> dict[str, str]:
+def claude_env(server: FakeAnthropic, scratch: Path, oauth: bool = False, max_retries: int = 0) -> dict[str, str]:
     """A complete, private environment for one `claude` run against `server`.
 
     HOME and TMPDIR live under `scratch` because the CLI writes ~/.claude.json,
@@ -212,11 +210,7 @@ def claude_env(
     home, tmp = scratch / "home", scratch / "tmp"
     home.mkdir(parents=True, exist_ok=True)
     tmp.mkdir(parents=True, exist_ok=True)
-    credential = (
-        {"CLAUDE_CODE_OAUTH_TOKEN": FAKE_OAUTH_TOKEN}
-        if oauth
-        else {"ANTHROPIC_API_KEY": FAKE_API_KEY}
-    )
+    credential = {"CLAUDE_CODE_OAUTH_TOKEN": FAKE_OAUTH_TOKEN} if oauth else {"ANTHROPIC_API_KEY": FAKE_API_KEY}
     return {
         "PATH": os.environ.get("PATH", os.defpath),
         "HOME": str(home),
@@ -274,9 +268,7 @@ class FakeAnthropic:
         self._thread.join(timeout)
         self._httpd = None
         if not self.wait_idle(timeout):
-            raise RuntimeError(
-                f"fake Anthropic handlers still busy {timeout}s after stop()"
-            )
+            raise RuntimeError(f"fake Anthropic handlers still busy {timeout}s after stop()")
 
     @property
     def url(self) -> str:
@@ -292,16 +284,12 @@ class FakeAnthropic:
     def main_requests(self) -> list[RecordedRequest]:
         return [r for r in self.requests if r.is_main]
 
-    def add_script(
-        self, items: Iterable[Item], cwd_contains: str | None = None
-    ) -> None:
+    def add_script(self, items: Iterable[Item], cwd_contains: str | None = None) -> None:
         """Queue answers for main requests whose cwd contains `cwd_contains` (None: any)."""
         with self._lock:
             self._scripts.setdefault(cwd_contains, collections.deque()).extend(items)
 
-    def wait_for(
-        self, predicate: Callable[[list[RecordedRequest]], bool], timeout: float
-    ) -> bool:
+    def wait_for(self, predicate: Callable[[list[RecordedRequest]], bool], timeout: float) -> bool:
         """Wait until `predicate(requests)` holds; False after `timeout` seconds."""
         with self._changed:
             return self._changed.wait_for(lambda: predicate(self._requests), timeout)
@@ -336,9 +324,7 @@ class FakeAnthropic:
             key=len,
             reverse=True,
         )
-        return [self._scripts[k] for k in keys] + [
-            self._scripts.get(None, collections.deque())
-        ]
+        return [self._scripts[k] for k in keys] + [self._scripts.get(None, collections.deque())]
 
 
 def render(reply: Reply, request: RecordedRequest) -> dict[str, Any]:
@@ -358,9 +344,7 @@ def render(reply: Reply, request: RecordedRequest) -> dict[str, Any]:
                     "input": tool_input,
                 }
             )
-    stop_reason = (
-        "tool_use" if any(b["type"] == "tool_use" for b in content) else "end_turn"
-    )
+    stop_reason = "tool_use" if any(b["type"] == "tool_use" for b in content) else "end_turn"
     return {
         "id": f"msg_{uuid.uuid4().hex[:24]}",
         "type": "message",
@@ -471,9 +455,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _record(self, body: Any) -> RecordedRequest:
         headers = {k.lower(): v for k, v in self.headers.items()}
-        request = RecordedRequest(
-            self.command, self.path, headers, body, parse_cwd(body), time.monotonic()
-        )
+        request = RecordedRequest(self.command, self.path, headers, body, parse_cwd(body), time.monotonic())
         self.server.fake._record(request)
         return request
 
@@ -523,9 +505,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(f"event: {name}\ndata: {json.dumps(data)}\n\n".encode())
             self.wfile.flush()
 
-    def _send_common_headers(
-        self, content_type: str, extra_headers: Iterable[tuple[str, str]] = ()
-    ) -> None:
+    def _send_common_headers(self, content_type: str, extra_headers: Iterable[tuple[str, str]] = ()) -> None:
         self.send_header("Content-Type", content_type)
         self.send_header("Connection", "close")
         self.send_header("request-id", f"req_{uuid.uuid4().hex[:24]}")
@@ -535,9 +515,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _stall(self, seconds: float, request: RecordedRequest) -> None:
         opening = _opening(render(text(""), request))
-        self._send_stream(
-            [("message_start", {"type": "message_start", "message": opening})]
-        )
+        self._send_stream([("message_start", {"type": "message_start", "message": opening})])
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline and not self._client_gone():
             if self.server.fake._stopping.wait(0.1):

@@ -49,9 +49,7 @@ def conversation_text(request: RecordedRequest) -> str:
 # --- the real CLI ---------------------------------------------------------------
 
 
-def test_write_turn_then_text_turn(
-    claude_cli: str, fake_anthropic: FakeAnthropic, tmp_path: Path
-) -> None:
+def test_write_turn_then_text_turn(claude_cli: str, fake_anthropic: FakeAnthropic, tmp_path: Path) -> None:
     work = make_workdir(tmp_path)
     script = [fa.write("hello.txt", "hello from the fake model\n"), fa.text("Created.")]
     fake_anthropic.add_script(script, cwd_contains=".worktree/1A")
@@ -83,9 +81,7 @@ def test_cli_reaches_the_api_within_5s_of_launch(
     assert first_post - launched < 5.0
 
 
-def test_usage_limit_reports_reset(
-    claude_cli: str, fake_anthropic: FakeAnthropic, tmp_path: Path
-) -> None:
+def test_usage_limit_reports_reset(claude_cli: str, fake_anthropic: FakeAnthropic, tmp_path: Path) -> None:
     reset = int(time.time()) + 5
     fake_anthropic.add_script([fa.usage_limit(reset)])
     env = fa.claude_env(fake_anthropic, tmp_path / "scratch", oauth=True, max_retries=1)
@@ -112,16 +108,12 @@ def test_plain_429_for_a_subscriber_is_not_a_usage_limit(
     proc = run_claude(claude_cli, make_workdir(tmp_path), env, "hi", timeout=30)
 
     assert proc.returncode == 1
-    (limit,) = [
-        e for e in stream_events(proc.stdout) if e["type"] == "rate_limit_event"
-    ]
+    (limit,) = [e for e in stream_events(proc.stdout) if e["type"] == "rate_limit_event"]
     assert "resetsAt" not in limit["rate_limit_info"]  # "rejected", yet no reset
     assert "(not your usage limit)" in result_of(proc)["result"]
 
 
-def test_overloaded_without_retries_fails(
-    claude_cli: str, fake_anthropic: FakeAnthropic, tmp_path: Path
-) -> None:
+def test_overloaded_without_retries_fails(claude_cli: str, fake_anthropic: FakeAnthropic, tmp_path: Path) -> None:
     fake_anthropic.add_script([fa.overloaded()])
     env = fa.claude_env(fake_anthropic, tmp_path / "scratch", max_retries=0)
 
@@ -159,9 +151,7 @@ def test_unauthorized_prints_auth_text(
     assert result["result"] == printed
 
 
-def test_stalled_stream_keeps_the_cli_waiting(
-    claude_cli: str, fake_anthropic: FakeAnthropic, tmp_path: Path
-) -> None:
+def test_stalled_stream_keeps_the_cli_waiting(claude_cli: str, fake_anthropic: FakeAnthropic, tmp_path: Path) -> None:
     fake_anthropic.add_script([fa.stall(60)])
     env = fa.claude_env(fake_anthropic, tmp_path / "scratch")
     proc = start_claude(claude_cli, make_workdir(tmp_path), env, "hi")
@@ -192,25 +182,15 @@ def test_stream_cut_short_is_resent_without_streaming(
     assert "stream" not in resent.body
 
 
-def test_resume_sends_the_earlier_conversation(
-    claude_cli: str, fake_anthropic: FakeAnthropic, tmp_path: Path
-) -> None:
+def test_resume_sends_the_earlier_conversation(claude_cli: str, fake_anthropic: FakeAnthropic, tmp_path: Path) -> None:
     session_id = str(uuid.uuid4())
     work = make_workdir(tmp_path)
     env = fa.claude_env(fake_anthropic, tmp_path / "scratch")
-    remembers = fa.respond(
-        lambda request: fa.text(
-            "apple" if "apple" in conversation_text(request) else "?"
-        )
-    )
+    remembers = fa.respond(lambda request: fa.text("apple" if "apple" in conversation_text(request) else "?"))
     fake_anthropic.add_script([fa.text("The secret word is apple."), remembers])
 
-    first = run_claude(
-        claude_cli, work, env, "Remember a word", ["--session-id", session_id], 30
-    )
-    second = run_claude(
-        claude_cli, work, env, "Which word?", ["--resume", session_id], 30
-    )
+    first = run_claude(claude_cli, work, env, "Remember a word", ["--session-id", session_id], 30)
+    second = run_claude(claude_cli, work, env, "Which word?", ["--resume", session_id], 30)
 
     assert result_of(first)["session_id"] == session_id
     assert result_of(second)["session_id"] == session_id
@@ -221,16 +201,10 @@ def test_resume_sends_the_earlier_conversation(
     assert "Which word?" in resumed
 
 
-def test_parallel_runs_follow_their_own_scripts(
-    claude_cli: str, fake_anthropic: FakeAnthropic, tmp_path: Path
-) -> None:
+def test_parallel_runs_follow_their_own_scripts(claude_cli: str, fake_anthropic: FakeAnthropic, tmp_path: Path) -> None:
     one, two = make_workdir(tmp_path, "1A"), make_workdir(tmp_path, "1B")
-    fake_anthropic.add_script(
-        [fa.bash("printf one > one.txt"), fa.text("Ran it.")], ".worktree/1A"
-    )
-    fake_anthropic.add_script(
-        [fa.write("two.txt", "two"), fa.text("Wrote it.")], ".worktree/1B"
-    )
+    fake_anthropic.add_script([fa.bash("printf one > one.txt"), fa.text("Ran it.")], ".worktree/1A")
+    fake_anthropic.add_script([fa.write("two.txt", "two"), fa.text("Wrote it.")], ".worktree/1B")
 
     def run(work: Path) -> subprocess.CompletedProcess[str]:
         env = fa.claude_env(fake_anthropic, tmp_path / f"scratch-{work.name}")
@@ -249,9 +223,7 @@ def test_parallel_runs_follow_their_own_scripts(
 # --- the server alone -----------------------------------------------------------
 
 
-def post(
-    server: FakeAnthropic, body: dict[str, Any]
-) -> tuple[int, dict[str, str], bytes]:
+def post(server: FakeAnthropic, body: dict[str, Any]) -> tuple[int, dict[str, str], bytes]:
     port = int(server.url.rsplit(":", 1)[1])
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
     try:

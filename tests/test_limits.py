@@ -24,9 +24,7 @@ NOW = datetime(2026, 11, 21, 9, 0, tzinfo=ZoneInfo("Europe/Paris"))
 DATA = Path(__file__).parent / "data" / "limits"
 
 
-def at(
-    year: int, month: int, day: int, hour: int, minute: int = 0, zone: str = "UTC"
-) -> float:
+def at(year: int, month: int, day: int, hour: int, minute: int = 0, zone: str = "UTC") -> float:
     return datetime(year, month, day, hour, minute, tzinfo=ZoneInfo(zone)).timestamp()
 
 
@@ -40,9 +38,7 @@ def line(**event: Any) -> str:
     return json.dumps(event)
 
 
-def result(
-    text: str, *, is_error: bool = False, status: int | None = None, **extra: Any
-) -> str:
+def result(text: str, *, is_error: bool = False, status: int | None = None, **extra: Any) -> str:
     return line(
         type="result",
         subtype=extra.pop("subtype", "success"),
@@ -72,9 +68,7 @@ def tool_result(text: str) -> str:
 
 
 def stream(*lines: str) -> str:
-    init = line(
-        type="system", subtype="init", session_id="s-1", model="claude-opus-4-8"
-    )
+    init = line(type="system", subtype="init", session_id="s-1", model="claude-opus-4-8")
     return "\n".join((init, *lines)) + "\n"
 
 
@@ -191,10 +185,7 @@ USAGE_LIMITS = [
     ),
     (
         "gemini",
-        (
-            "\u2715 [API Error: You have exhausted your capacity on this model. Your quota will "
-            "reset after 12h22m45s.]"
-        ),
+        ("\u2715 [API Error: You have exhausted your capacity on this model. Your quota will reset after 12h22m45s.]"),
         at(2026, 11, 21, 20, 22) + 45,
     ),
     (
@@ -215,23 +206,15 @@ USAGE_LIMITS = [
 
 
 @pytest.mark.parametrize(("preset", "text", "reset"), USAGE_LIMITS)
-def test_usage_limit_texts_with_their_reset(
-    preset: str, text: str, reset: float | None
-) -> None:
+def test_usage_limit_texts_with_their_reset(preset: str, text: str, reset: float | None) -> None:
     found = classify(preset, 1, f"some earlier output\n{text}\n", NOW)
     assert found == Classification("usage_limit", reset, text)
 
 
 @pytest.mark.parametrize(("preset", "text", "reset"), USAGE_LIMITS[:10])
-def test_claude_limit_as_error_result_and_synthetic_message(
-    preset: str, text: str, reset: float | None
-) -> None:
-    output = stream(
-        assistant(text, model="<synthetic>"), result(text, is_error=True, status=429)
-    )
-    assert classify(preset, 1, output, NOW) == Classification(
-        "usage_limit", reset, text
-    )
+def test_claude_limit_as_error_result_and_synthetic_message(preset: str, text: str, reset: float | None) -> None:
+    output = stream(assistant(text, model="<synthetic>"), result(text, is_error=True, status=429))
+    assert classify(preset, 1, output, NOW) == Classification("usage_limit", reset, text)
 
 
 def test_old_limit_reported_as_a_success_with_exit_0() -> None:
@@ -242,9 +225,7 @@ def test_old_limit_reported_as_a_success_with_exit_0() -> None:
 
 
 def test_gemini_limit_split_over_two_lines() -> None:
-    output = (
-        "Usage limit reached for all Pro models.\nAccess resets at 11:00 AM GMT+2.\n"
-    )
+    output = "Usage limit reached for all Pro models.\nAccess resets at 11:00 AM GMT+2.\n"
     found = classify("gemini", 1, output, NOW)
     assert found == Classification(
         "usage_limit",
@@ -256,9 +237,7 @@ def test_gemini_limit_split_over_two_lines() -> None:
 def test_gemini_long_retry_delay_is_a_limit_and_short_one_is_not() -> None:
     long = "You exceeded your current quota. Please retry in 51820.6s."
     short = "You exceeded your current quota. Please retry in 34.074824224s."
-    assert classify("gemini", 1, long, NOW) == Classification(
-        "usage_limit", NOW.timestamp() + 51820.6, long
-    )
+    assert classify("gemini", 1, long, NOW) == Classification("usage_limit", NOW.timestamp() + 51820.6, long)
     assert classify("gemini", 1, short, NOW) == Classification("transient", None, short)
 
 
@@ -274,12 +253,10 @@ def test_codex_json_events() -> None:
         ]
     )
     reset = at(2026, 11, 21, 15, 5, zone="Europe/Paris")
-    assert classify("codex", 1, output, NOW) == Classification(
-        "usage_limit", reset, text
+    assert classify("codex", 1, output, NOW) == Classification("usage_limit", reset, text)
+    assert classify("codex", 0, "\n".join(output.splitlines()[:2]), NOW) == Classification(
+        "ok", None, "Retry on usage limit reached is done."
     )
-    assert classify(
-        "codex", 0, "\n".join(output.splitlines()[:2]), NOW
-    ) == Classification("ok", None, "Retry on usage limit reached is done.")
 
 
 def test_gemini_pretty_printed_json_error() -> None:
@@ -287,9 +264,7 @@ def test_gemini_pretty_printed_json_error() -> None:
     error = {"type": "TerminalQuotaError", "message": text, "code": 429}
     output = json.dumps({"session_id": "g-1", "error": error}, indent=2)
     reset = at(2026, 11, 22, 0, zone="America/Los_Angeles")
-    assert classify("gemini", 1, output, NOW) == Classification(
-        "usage_limit", reset, text
-    )
+    assert classify("gemini", 1, output, NOW) == Classification("usage_limit", reset, text)
 
 
 # --------------------------------------------------------------- parse_reset
@@ -350,24 +325,15 @@ TRANSIENT = [
     ),
     (
         "claude",
-        (
-            "API Error: Server is temporarily limiting requests (not your usage limit) \u00b7 "
-            "Please try again later."
-        ),
+        ("API Error: Server is temporarily limiting requests (not your usage limit) \u00b7 Please try again later."),
     ),
     (
         "claude",
-        (
-            "API Error: 529 Overloaded. This is a server-side issue, usually temporary \u2014 try "
-            "again in a moment."
-        ),
+        ("API Error: 529 Overloaded. This is a server-side issue, usually temporary \u2014 try again in a moment."),
     ),
     (
         "claude",
-        (
-            "API Error: Repeated 529 Overloaded errors. The API is at capacity \u2014 this is "
-            "usually temporary."
-        ),
+        ("API Error: Repeated 529 Overloaded errors. The API is at capacity \u2014 this is usually temporary."),
     ),
     ("claude", "Request timed out"),
     ("claude", "API Error: The operation timed out."),
@@ -424,10 +390,7 @@ AUTH = [
     ),
     (
         "claude",
-        (
-            'API Error: 401 {"type":"error","error":{"type":"authentication_error","message":'
-            '"Invalid bearer token"}}'
-        ),
+        ('API Error: 401 {"type":"error","error":{"type":"authentication_error","message":"Invalid bearer token"}}'),
     ),
     ("claude", "Credit balance is too low"),
     (
@@ -486,38 +449,26 @@ CONTEXT = [
     ("aider", "Model openai/gpt-4o has hit a token limit!"),
     (
         "aider",
-        (
-            "litellm.ContextWindowExceededError: This model's maximum context length is 8192 "
-            "tokens."
-        ),
+        ("litellm.ContextWindowExceededError: This model's maximum context length is 8192 tokens."),
     ),
     (
         "gemini",
-        (
-            "The input token count (1200000) exceeds the maximum number of tokens allowed "
-            "(1048576)."
-        ),
+        ("The input token count (1200000) exceeds the maximum number of tokens allowed (1048576)."),
     ),
 ]
 
 
 @pytest.mark.parametrize(
     ("kind", "preset", "text"),
-    [("transient", *c) for c in TRANSIENT]
-    + [("auth", *c) for c in AUTH]
-    + [("context", *c) for c in CONTEXT],
+    [("transient", *c) for c in TRANSIENT] + [("auth", *c) for c in AUTH] + [("context", *c) for c in CONTEXT],
 )
 def test_error_texts(kind: Kind, preset: str, text: str) -> None:
     found = classify(preset, 1, f"working...\n{text}\n", NOW)
     assert found == Classification(kind, None, text)
 
 
-@pytest.mark.parametrize(
-    ("kind", "preset", "text"), [("transient", *TRANSIENT[0]), ("auth", *AUTH[0])]
-)
-def test_error_texts_in_a_claude_error_result(
-    kind: str, preset: str, text: str
-) -> None:
+@pytest.mark.parametrize(("kind", "preset", "text"), [("transient", *TRANSIENT[0]), ("auth", *AUTH[0])])
+def test_error_texts_in_a_claude_error_result(kind: str, preset: str, text: str) -> None:
     output = stream(result(text, is_error=True)) + "\n"
     assert classify(preset, 1, output, NOW).kind == kind
 
@@ -565,9 +516,7 @@ def test_captures(name: str, preset: str, kind: str, reset: float | None) -> Non
 
 
 def test_capture_messages_are_the_error_text() -> None:
-    assert classify(
-        "claude", *capture("b13_429_oauth_plain_r0"), NOW
-    ).message.startswith(
+    assert classify("claude", *capture("b13_429_oauth_plain_r0"), NOW).message.startswith(
         "API Error: Server is temporarily limiting requests (not your usage limit)"
     )
     assert classify("codex", *capture("codex_429"), NOW).message == (
@@ -582,9 +531,7 @@ def test_rate_limit_event_without_resets_at_takes_the_time_from_the_text() -> No
     )
     text = "You've hit your weekly limit \u00b7 resets Nov 23, 2:52pm (UTC)"
     output = stream(event, result(text, is_error=True, status=429))
-    assert classify("claude", 1, output, NOW) == Classification(
-        "usage_limit", at(2026, 11, 23, 14, 52), text
-    )
+    assert classify("claude", 1, output, NOW) == Classification("usage_limit", at(2026, 11, 23, 14, 52), text)
 
 
 def test_rate_limit_event_alone_is_a_limit_of_unknown_end() -> None:
@@ -642,10 +589,7 @@ NEGATIVES = [
     (
         "claude",
         0,
-        result(
-            "Summary:\nYou've hit your limit \u00b7 resets 1pm is now parsed.\nDone."
-        )
-        + "\n",
+        result("Summary:\nYou've hit your limit \u00b7 resets 1pm is now parsed.\nDone.") + "\n",
     ),
     # With overage on, Claude goes on with extra usage.
     (
@@ -724,9 +668,7 @@ NEGATIVES = [
 
 @pytest.mark.parametrize(("preset", "rc", "output"), NEGATIVES)
 def test_mentions_are_not_limits(preset: str, rc: int, output: str) -> None:
-    assert classify(preset, rc, output, NOW) == Classification(
-        "ok", None, last_line(output)
-    )
+    assert classify(preset, rc, output, NOW) == Classification("ok", None, last_line(output))
 
 
 def test_mention_in_a_failing_run_is_a_plain_failure() -> None:
@@ -734,9 +676,7 @@ def test_mention_in_a_failing_run_is_a_plain_failure() -> None:
         assistant("Retry on 429 and 'usage limit reached' are handled."),
         result("Tests failed: 3 errors", is_error=True),
     )
-    assert classify("claude", 1, output, NOW) == Classification(
-        "failed", None, "Tests failed: 3 errors"
-    )
+    assert classify("claude", 1, output, NOW) == Classification("failed", None, "Tests failed: 3 errors")
 
 
 # --------------------------------------------------------------- results and exit codes
@@ -816,9 +756,7 @@ def test_result_objects(event: str, expected: Classification) -> None:
         ),
     ],
 )
-def test_exit_codes(
-    preset: str, rc: int, output: str, expected: Classification
-) -> None:
+def test_exit_codes(preset: str, rc: int, output: str, expected: Classification) -> None:
     assert classify(preset, rc, output, NOW) == expected
 
 
@@ -829,13 +767,9 @@ def test_unknown_preset_is_refused() -> None:
 
 def test_message_is_one_line_of_at_most_300_chars() -> None:
     text = "Request rejected (429) \u00b7 " + "x" * 400
-    found = classify(
-        "claude", 1, result(f"API Error: {text}", is_error=True, status=429), NOW
-    )
+    found = classify("claude", 1, result(f"API Error: {text}", is_error=True, status=429), NOW)
     assert found.kind == "transient"
-    assert len(found.message) == 300 and found.message.startswith(
-        "API Error: Request rejected (429)"
-    )
+    assert len(found.message) == 300 and found.message.startswith("API Error: Request rejected (429)")
 
 
 # --------------------------------------------------------------- watchdog
@@ -851,9 +785,7 @@ def test_message_is_one_line_of_at_most_300_chars() -> None:
         ),
         (
             "claude",
-            stream(
-                line(type="system", subtype="api_retry", attempt=1, error_status=429)
-            ),
+            stream(line(type="system", subtype="api_retry", attempt=1, error_status=429)),
             Classification("transient", None, "killed by watchdog"),
         ),
         (
@@ -920,9 +852,7 @@ def test_read_report_error_capture() -> None:
         429,
         0.0,
     )
-    assert (
-        report.result_text == "You've hit your session limit \u00b7 resets 8:18am (UTC)"
-    )
+    assert report.result_text == "You've hit your session limit \u00b7 resets 8:18am (UTC)"
 
 
 def test_read_report_counts_cached_input_tokens() -> None:
@@ -932,9 +862,7 @@ def test_read_report_counts_cached_input_tokens() -> None:
         "cache_read_input_tokens": 3000,
         "output_tokens": 5,
     }
-    output = line(
-        type="result", subtype="success", is_error=False, usage=usage, total_cost_usd=1
-    )
+    output = line(type="result", subtype="success", is_error=False, usage=usage, total_cost_usd=1)
     report = read_report("noise\n" + output + "\n")
     assert (report.input_tokens, report.output_tokens, report.cost_usd) == (
         3210,
@@ -944,11 +872,7 @@ def test_read_report_counts_cached_input_tokens() -> None:
 
 
 def test_read_report_takes_the_last_result() -> None:
-    output = (
-        result("first", session_id_unused=1)
-        + "\n"
-        + line(type="result", result="second", num_turns=7)
-    )
+    output = result("first", session_id_unused=1) + "\n" + line(type="result", result="second", num_turns=7)
     report = read_report(output)
     assert (report.result_text, report.num_turns, report.session_id) == (
         "second",
@@ -957,13 +881,9 @@ def test_read_report_takes_the_last_result() -> None:
     )
 
 
-@pytest.mark.parametrize(
-    "output", ["", "plain text only\n", assistant("hi") + "\n", "{not json\n"]
-)
+@pytest.mark.parametrize("output", ["", "plain text only\n", assistant("hi") + "\n", "{not json\n"])
 def test_read_report_without_result_is_empty(output: str) -> None:
-    assert read_report(output) == AgentReport(
-        None, None, None, None, None, None, None, None
-    )
+    assert read_report(output) == AgentReport(None, None, None, None, None, None, None, None)
 
 
 @pytest.mark.parametrize(

@@ -166,9 +166,7 @@ def test_fenced_code_in_tasks_is_kept_verbatim(tmp_path: Path) -> None:
 
 
 def test_tasks_keep_subheadings_and_top_level_fences(tmp_path: Path) -> None:
-    text = (
-        "# T\n\n## Tasks\n\n### Step 1\n\n```sh\n## not a heading\n```\n\n## Notes\nx\n"
-    )
+    text = "# T\n\n## Tasks\n\n### Step 1\n\n```sh\n## not a heading\n```\n\n## Notes\nx\n"
 
     milestone = load_one(tmp_path, text)
 
@@ -348,9 +346,7 @@ def test_estimate_forms(tmp_path: Path, written: str, minutes: int) -> None:
     assert load_one(tmp_path, text).estimate_minutes == minutes
 
 
-@pytest.mark.parametrize(
-    "written", ["two hours", "2", "2 hours per day", "soon", "2 months", "1,5h", ""]
-)
+@pytest.mark.parametrize("written", ["two hours", "2", "2 hours per day", "soon", "2 months", "1,5h", ""])
 def test_unreadable_estimates(written: str) -> None:
     assert parse_estimate(written) is None
 
@@ -362,9 +358,7 @@ def test_estimate_as_list_item(tmp_path: Path) -> None:
 
 
 def test_numeric_stage_order(tmp_path: Path) -> None:
-    plan, problems = load(
-        tmp_path, {name: MINIMAL for name in ("10B.md", "2A.md", "10A.md", "1C.md")}
-    )
+    plan, problems = load(tmp_path, {name: MINIMAL for name in ("10B.md", "2A.md", "10A.md", "1C.md")})
 
     assert problems == []
     assert [m.id for m in plan.milestones] == ["1C", "2A", "10A", "10B"]
@@ -430,9 +424,7 @@ def test_directory_is_a_file(tmp_path: Path) -> None:
 def test_no_milestone_files(tmp_path: Path) -> None:
     _, problems = load(tmp_path, {"README.md": "# Plan\n"})
 
-    assert problems == [
-        "milestones: no milestone files: add one per milestone, e.g. milestones/1A.md"
-    ]
+    assert problems == ["milestones: no milestone files: add one per milestone, e.g. milestones/1A.md"]
 
 
 def test_bad_file_names(tmp_path: Path) -> None:
@@ -463,17 +455,11 @@ def test_file_that_is_not_utf8(tmp_path: Path) -> None:
     plan, problems = load(tmp_path, {"1A.md": b"# Caf\xc3\xa9\n\n## Tasks\nna\xefve\n"})
 
     assert plan.milestones == ()
-    assert problems == [
-        "milestones/1A.md:4: not valid UTF-8 (byte 0xef): save the file as UTF-8"
-    ]
+    assert problems == ["milestones/1A.md:4: not valid UTF-8 (byte 0xef): save the file as UTF-8"]
 
 
-def test_unreadable_file_is_reported_and_not_depended_on_again(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    folder = write(
-        tmp_path, {"1A.md": MINIMAL, "2A.md": MINIMAL + "## Dependencies\n1A\n"}
-    )
+def test_unreadable_file_is_reported_and_not_depended_on_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = write(tmp_path, {"1A.md": MINIMAL, "2A.md": MINIMAL + "## Dependencies\n1A\n"})
     read_bytes = Path.read_bytes
 
     def refuse_1a(path: Path) -> bytes:
@@ -487,9 +473,7 @@ def test_unreadable_file_is_reported_and_not_depended_on_again(
     plan, problems = load_plan(folder, tmp_path)
 
     assert [m.id for m in plan.milestones] == ["2A"]
-    assert [str(p) for p in problems] == [
-        "milestones/1A.md: cannot read the file: Permission denied"
-    ]
+    assert [str(p) for p in problems] == ["milestones/1A.md: cannot read the file: Permission denied"]
 
 
 @pytest.mark.parametrize(
@@ -592,18 +576,12 @@ def test_dependency_on_same_and_later_stage_and_cycle(tmp_path: Path) -> None:
             "milestones/1A.md:7: 1A depends on 1B in the same stage; tasks of a stage run "
             "in parallel: move 1B to an earlier stage"
         ),
-        (
-            "milestones/1A.md:7: dependency cycle 1A -> 1B -> 1A: no order satisfies it; "
-            "remove one of these"
-        ),
+        ("milestones/1A.md:7: dependency cycle 1A -> 1B -> 1A: no order satisfies it; remove one of these"),
         (
             "milestones/1B.md:8: 1B depends on 1A in the same stage; tasks of a stage run "
             "in parallel: move 1A to an earlier stage"
         ),
-        (
-            "milestones/1B.md:9: 1B depends on 2A in a later stage (2); stages run in order: "
-            "move 2A to a stage before 1"
-        ),
+        ("milestones/1B.md:9: 1B depends on 2A in a later stage (2); stages run in order: move 2A to a stage before 1"),
     ]
 
 
@@ -618,10 +596,7 @@ def test_cycle_across_stages_is_reported_once(tmp_path: Path) -> None:
     )
 
     assert [p for p in problems if "cycle" in p] == [
-        (
-            "milestones/1A.md:7: dependency cycle 1A -> 3A -> 2A -> 1A: no order satisfies it; "
-            "remove one of these"
-        )
+        ("milestones/1A.md:7: dependency cycle 1A -> 3A -> 2A -> 1A: no order satisfies it; remove one of these")
     ]
     assert len(problems) == 2  # the cycle and 1A's dependency on a later stage
 
@@ -672,15 +647,11 @@ def test_duplicate_ids_within_a_plan(tmp_path: Path) -> None:
 
     problems = check_plan([first, second], tmp_path)
 
-    assert [str(p) for p in problems] == [
-        "elsewhere/1A.md: duplicate milestone id 1A (also milestones/1A.md)"
-    ]
+    assert [str(p) for p in problems] == ["elsewhere/1A.md: duplicate milestone id 1A (also milestones/1A.md)"]
 
 
 def test_parse_milestone_with_a_bad_name(tmp_path: Path) -> None:
-    milestone, problems = parse_milestone(
-        tmp_path / "intro.md", MINIMAL, "plan/intro.md"
-    )
+    milestone, problems = parse_milestone(tmp_path / "intro.md", MINIMAL, "plan/intro.md")
 
     assert milestone is None
     assert [p.path for p in problems] == ["plan/intro.md"]
@@ -720,8 +691,7 @@ def test_valid_milestone_ids(text: str) -> None:
 )
 def test_invalid_milestone_ids(text: str, hint: str) -> None:
     assert milestone_id_problem(text) == (
-        f"'{text}' is not a milestone id (expected a stage number and a capital letter, e.g. 1A)"
-        + hint
+        f"'{text}' is not a milestone id (expected a stage number and a capital letter, e.g. 1A)" + hint
     )
 
 

@@ -112,9 +112,13 @@ def test_merge_conflict_without_resolution_keeps_base_and_branches(project: Proj
     project.milestone("1A")
     project.milestone("1B")
     project.commit_plan()
-    project.script({"1A": {"implement": [{"write": {"shared.txt": "from 1A\n"}}]},
-                    "1B": {"implement": [{"write": {"shared.txt": "from 1B\n"}}]},
-                    "*": {"resolve": [{"resolve": "fail"}]}})
+    project.script(
+        {
+            "1A": {"implement": [{"write": {"shared.txt": "from 1A\n"}}]},
+            "1B": {"implement": [{"write": {"shared.txt": "from 1B\n"}}]},
+            "*": {"resolve": [{"resolve": "fail"}]},
+        }
+    )
     head = project.git("rev-parse", "main").strip()
     out = project.run()
     assert out.returncode == 1
@@ -184,12 +188,21 @@ def test_resume_after_runner_killed_mid_stage(project: Project) -> None:
     project.milestone("1B")
     project.milestone("2A")
     project.commit_plan()
-    project.script({"1A": {"implement": [{"sleep": 0.2, "write": {"1A.txt": "a"}}]},
-                    "1B": {"implement": [{"write": {"1B-partial.txt": "half"}, "hang": True},
-                                         {"write": {"1B.txt": "b"}}]}})
+    project.script(
+        {
+            "1A": {"implement": [{"sleep": 0.2, "write": {"1A.txt": "a"}}]},
+            "1B": {"implement": [{"write": {"1B-partial.txt": "half"}, "hang": True}, {"write": {"1B.txt": "b"}}]},
+        }
+    )
     env = {**os.environ, "NO_COLOR": "1"}
-    runner = subprocess.Popen((sys.executable, str(ORCHESTRATOR)), cwd=project.root, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    runner = subprocess.Popen(
+        (sys.executable, str(ORCHESTRATOR)),
+        cwd=project.root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         starts = [c for c in project.agent_calls() if c["milestone"] == "1B" and c["event"] == "start"]
@@ -207,16 +220,22 @@ def test_resume_after_runner_killed_mid_stage(project: Project) -> None:
     assert plain.returncode == 2 and "--resume" in plain.stderr
     out = project.run("--resume")
     assert out.returncode == 0, out.stdout + out.stderr
-    assert f"stopping agent pid" in out.stdout
+    assert "stopping agent pid" in out.stdout
     assert not _alive(hanging_pid)
     assert project.trailers() == ["2A", "1B", "1A"]
     assert project.show("1B-partial.txt") == "half"  # the partial work was kept and handed on
-    implement_1a = [c for c in project.agent_calls()
-                    if c["milestone"] == "1A" and c["event"] == "start" and c["role"] == "implement"]
+    implement_1a = [
+        c
+        for c in project.agent_calls()
+        if c["milestone"] == "1A" and c["event"] == "start" and c["role"] == "implement"
+    ]
     assert len(implement_1a) == 1  # finished work is not redone
     assert project.statuses() == {"1A": "merged", "1B": "merged", "2A": "merged"}
-    second_1b = [c for c in project.agent_calls()
-                 if c["milestone"] == "1B" and c["event"] == "start" and c["role"] == "implement"][1]
+    second_1b = [
+        c
+        for c in project.agent_calls()
+        if c["milestone"] == "1B" and c["event"] == "start" and c["role"] == "implement"
+    ][1]
     assert "1B-partial.txt" in second_1b["prompt"]
 
 
@@ -233,8 +252,13 @@ def test_sigterm_stops_agents_and_exits_130(project: Project) -> None:
     project.milestone("1A")
     project.commit_plan()
     project.script({"1A": {"implement": [{"hang": True}]}})
-    runner = subprocess.Popen((sys.executable, str(ORCHESTRATOR)), cwd=project.root,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    runner = subprocess.Popen(
+        (sys.executable, str(ORCHESTRATOR)),
+        cwd=project.root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and not project.agent_calls():
         time.sleep(0.1)
@@ -334,15 +358,17 @@ def test_config_errors_name_the_key(project: Project) -> None:
     project.milestone("1A")
     project.commit_plan()
     cfg = json.loads((project.root / "orchestrator.config.json").read_text())
-    for bad, expected in (({"max_paralel_tasks": 2}, "max_paralel_tasks"),
-                          ({"max_parallel_tasks": "four"}, "`max_parallel_tasks` must be a whole number"),
-                          ({"agent": {**cfg["agent"], "preset": "gpt"}}, "agent.preset"),
-                          ({"logging": {"levle": "INFO"}}, "logging.levle")):
+    for bad, expected in (
+        ({"max_paralel_tasks": 2}, "max_paralel_tasks"),
+        ({"max_parallel_tasks": "four"}, "`max_parallel_tasks` must be a whole number"),
+        ({"agent": {**cfg["agent"], "preset": "gpt"}}, "agent.preset"),
+        ({"logging": {"levle": "INFO"}}, "logging.levle"),
+    ):
         (project.root / "orchestrator.config.json").write_text(json.dumps({**cfg, **bad}))
         out = project.run()
         assert out.returncode == 2, bad
         assert expected in out.stderr and "orchestrator.config.json" in out.stderr
-    (project.root / "orchestrator.config.json").write_text("{\n  \"max_parallel_tasks\": 2,\n}\n")
+    (project.root / "orchestrator.config.json").write_text('{\n  "max_parallel_tasks": 2,\n}\n')
     out = project.run("--validate-only")
     assert out.returncode == 2 and "orchestrator.config.json:3" in out.stderr
 
