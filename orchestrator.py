@@ -167,14 +167,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except Exception:
-        log.debug("internal error", exc_info=True)
-        print(
-            f"internal error: {traceback.format_exc(limit=-1).strip().splitlines()[-1]}"
-            f" (traceback in the run log under logs/)",
-            file=sys.stderr,
-        )
-        return EXIT_INTERNAL
+    except Exception:  # the one place unexpected errors become exit 3
+        return _internal_error()
+
+
+def _internal_error() -> int:
+    summary = traceback.format_exc().strip().splitlines()[-1]
+    files = [h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]
+    if files:
+        log.error("internal error", exc_info=True)
+        print(f"internal error: {summary} (traceback in {files[0].baseFilename})", file=sys.stderr)
+    else:
+        traceback.print_exc(file=sys.stderr)
+        print(f"internal error: {summary}", file=sys.stderr)
+    return EXIT_INTERNAL
 
 
 def dispatch(args: argparse.Namespace) -> int:
