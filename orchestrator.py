@@ -231,11 +231,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         from ccorch import commands
 
         return commands.plan(args)
-    if args.auto_resume and configuration.parse_bool(os.environ.get("AUTO_RESUME", "true"), "AUTO_RESUME"):
+    project = load_project(args)
+    if args.auto_resume and project.config.auto_resume:  # config auto_resume, or env AUTO_RESUME
         from ccorch import supervise
 
         return supervise.supervise(args, HERE / "orchestrator.py")
-    project = load_project(args)
     if project.problems:
         print(render.problems_text(project.problems), file=sys.stderr)
         raise UsageError(f"{len(project.problems)} problem(s) in the plan; fix them (see --validate-only)")

@@ -34,7 +34,7 @@ def child_argv(args: argparse.Namespace, script: Path, resume: bool) -> list[str
 def supervise(args: argparse.Namespace, script: Path, pause: float | None = None) -> int:
     from orchestrator import load_project
 
-    project = load_project(args)
+    project = load_project(args)  # a usage error surfaces here, before any child starts
     attempts = project.config.retry_attempts
     pause = float(os.environ.get("ORCHESTRATOR_RESTART_PAUSE", "5")) if pause is None else pause
     resume = project.config.auto_resume or args.resume
