@@ -194,6 +194,7 @@ class WorktreeManager:
         self.dir = worktree_dir
         self.base_branch = base_branch
         self.tasks_file = tasks_file
+        self._lock = threading.Lock()
 
     @staticmethod
     def branch_for(milestone_id: str) -> str:
@@ -210,6 +211,12 @@ class WorktreeManager:
 
     def ensure(self, milestone_id: str, base: str, reuse: bool) -> Path:
         """The milestone's worktree: reused when it is ours, created from `base` when new."""
+        # Serialised: `git worktree prune` in one thread deletes the admin folder of a
+        # worktree another thread is still adding (seen as exit 128 with 8 parallel tasks).
+        with self._lock:
+            return self._ensure(milestone_id, base, reuse)
+
+    def _ensure(self, milestone_id: str, base: str, reuse: bool) -> Path:
         path, branch = self.path_for(milestone_id), self.branch_for(milestone_id)
         registered = git.worktree_of_branch(self.root, branch)
         if registered is not None:
