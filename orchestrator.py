@@ -201,17 +201,25 @@ def dispatch(args: argparse.Namespace) -> int:
     return handlers[args.command](args)
 
 
-def load_project(args: argparse.Namespace) -> Project:
+def load_project(args: argparse.Namespace, keep_config_error: bool = False) -> Project:
+    """Config and plan, read once. With keep_config_error, a bad config becomes one more problem
+    (and the plan is read with defaults), so --validate-only can report everything at once."""
     root = git.find_root(Path(args.project or ".").resolve())
     path = configuration.config_path(root, args.config, os.environ)
     explicit = bool(args.config or os.environ.get("ORCHESTRATOR_CONFIG"))
-    config = configuration.load_config(path, os.environ, explicit=explicit)
+    config_problems: list[object] = []
+    try:
+        config = configuration.load_config(path, os.environ, explicit=explicit)
+    except UsageError as e:
+        if not keep_config_error:
+            raise
+        config, config_problems = configuration.Config(), [e]
     plan, problems = load_plan(root / config.milestones_dir, root)
-    return Project(root, config, plan, tuple(problems))
+    return Project(root, config, plan, (*config_problems, *problems))
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    project = load_project(args)
+    project = load_project(args, keep_config_error=True)
     missing = agents.check_installed(project.config.agent, project.root)
     if missing:
         print(f"warning: {missing}", file=sys.stderr)
@@ -492,8 +500,9 @@ class Runner:
             self.store.put(update(rec, **event.changes))
             if event.changes.keys() - {"last_line", "agent_pid", "agent_started", "role", "checks"}:
                 self.render()
-            elif "role" in event.changes and event.changes["role"] != rec.role:
-                self.say(f"  {rec.id} {event.changes['role']}")
+            role = event.changes.get("role")
+            if role and role != rec.role and role != "prepare":
+                self.say(f"  {rec.id} {role}")
         elif isinstance(event, Paused):
             self.store.update_run(paused_until=event.until, pause_reason=event.reason)
             self.say(

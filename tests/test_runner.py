@@ -389,3 +389,32 @@ def test_validate_only_reports_every_plan_problem_and_writes_nothing(project: Pr
     assert "problem(s) found" in out.stderr
     assert not (project.root / ".orchestrator").exists() and not (project.root / "TASKS.md").exists()
     assert project.run().returncode == 2  # running refuses the same plan
+
+
+def test_validate_only_reports_config_and_plan_problems_together(project: Project) -> None:
+    project.milestone("1A")
+    (project.root / "milestones" / "1B.md").write_text("## Tasks\n- no title\n")
+    project.commit_plan()
+    (project.root / "orchestrator.config.json").write_text('{"max_parallel_tasks": 0}')
+    out = project.run("--validate-only")
+    assert out.returncode == 2
+    assert "max_parallel_tasks" in out.stderr and "milestones/1B.md" in out.stderr
+    assert "2 problem(s) found" in out.stderr
+
+
+def test_existing_branch_with_commits_is_refused_not_overwritten(project: Project) -> None:
+    project.milestone("1A")
+    project.commit_plan()
+    project.git("branch", "milestone/1A")
+    project.git("worktree", "add", "-q", str(project.root.parent / "mine"), "milestone/1A")
+    (project.root.parent / "mine" / "mine.txt").write_text("my own work\n")
+    subprocess.run(("git", "add", "-A"), cwd=project.root.parent / "mine", check=True)
+    subprocess.run(("git", "commit", "-qm", "mine"), cwd=project.root.parent / "mine", check=True)
+    project.git("worktree", "remove", str(project.root.parent / "mine"))
+    tip = project.git("rev-parse", "milestone/1A").strip()
+    out = project.run()
+    assert out.returncode == 1
+    record = project.status_json()["milestones"][0]
+    assert record["status"] == "blocked" and "--resume" in record["reason"] and "1 commit" in record["reason"]
+    assert project.git("rev-parse", "milestone/1A").strip() == tip
+    assert project.agent_calls() == []
