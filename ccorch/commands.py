@@ -10,6 +10,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from ccorch import agents, git, prompts, render, transcript
@@ -125,7 +126,7 @@ def demo(args: argparse.Namespace) -> int:
     print(f"\n--- finished in {time.monotonic() - started:.1f}s with exit code {code}; {target}/TASKS.md says:\n")
     print((target / "TASKS.md").read_text(encoding="utf-8"))
     print(git.git(target, "log", "--graph", "--oneline", "--decorate", "-n", "20").stdout)
-    print(f"Look around: cd {target} && python {HERE / 'orchestrator.py'} status")
+    print(f"Look around: cd {target} && {sys.executable} {HERE / 'orchestrator.py'} status")
     return code
 
 
@@ -147,17 +148,43 @@ def plan(args: argparse.Namespace) -> int:
     wanted = getattr(args, "milestone", None)
     if wanted:
         return _print_prompt(view.plan, wanted, view.root / view.config.worktree_dir / wanted)
-    snap = view.snapshot()
-    by_id = {m.id: m for m in snap.milestones}
-    exe = " ".join(_sample_argv(view))
-    print(f"agent: {exe}\nbase branch: {view.config.base_branch or git.current_branch(view.root)}\n")
-    for stage in view.plan.stages():
-        print(f"Stage {stage} (in parallel, up to {view.config.max_parallel_tasks} at once)")
-        for m in view.plan.in_stage(stage):
-            deps = f" after {', '.join(m.dependencies)}" if m.dependencies else ""
-            est = f" ~{render.format_duration(m.estimate_minutes * 60)}" if m.estimate_minutes else ""
-            print(f"  {m.id} {m.title} [{by_id[m.id].status}]{deps}{est}")
+    print("\n".join(_plan_lines(view)))
     return EXIT_OK
+
+
+def _plan_lines(view: _View) -> list[str]:
+    cfg, snap = view.config, view.snapshot()
+    by_id = {m.id: m for m in snap.milestones}
+    merged = sum(m.status == "merged" for m in snap.milestones)
+    review = f"on, up to {cfg.review.max_rounds} round(s)" if cfg.review.enabled else "off"
+    lines = [
+        f"Plan: {len(view.plan.milestones)} milestone(s) in {len(view.plan.stages())} stage(s), {merged} merged "
+        "(nothing is run by this command)",
+        f"agent: {' '.join(_sample_argv(view))}",
+        f"review: {review}" + (f" by {cfg.review.agent.preset}" if cfg.review.agent else ""),
+        f"base branch: {cfg.base_branch or git.current_branch(view.root)}",
+        "",
+    ]
+    for stage in view.plan.stages():
+        milestones = view.plan.in_stage(stage)
+        longest = max((m.estimate_minutes or 0 for m in milestones), default=0)
+        together = f"{len(milestones)} in parallel, up to {cfg.max_parallel_tasks} at once"
+        lines.append(
+            f"Stage {stage} ({together if len(milestones) > 1 else '1 milestone'})"
+            + (f" ~{_minutes(longest)}" if longest else "")
+        )
+        for m in milestones:
+            state = by_id[m.id]
+            note = state.status + (f" {state.merge_commit[:10]}" if state.merge_commit else "")
+            deps = f"  after {', '.join(m.dependencies)}" if m.dependencies else ""
+            est = f"~{_minutes(m.estimate_minutes)}" if m.estimate_minutes else "no estimate"
+            lines.append(f"  {m.id:<4} {m.title[:40]:<40} {note:<18} {est:<8}{deps}".rstrip())
+    return lines
+
+
+def _minutes(minutes: int) -> str:
+    hours, rest = divmod(minutes, 60)
+    return f"{hours}h{rest:02d}m" if hours and rest else f"{hours}h" if hours else f"{rest}m"
 
 
 def _sample_argv(view: _View) -> tuple[str, ...]:
@@ -179,25 +206,63 @@ def _print_prompt(plan: Plan, milestone_id: str, worktree: Path) -> int:
     m = plan.get(milestone_id)
     if m is None:
         raise UsageError(f"no milestone {milestone_id} in the plan (have: {', '.join(x.id for x in plan.milestones)})")
-    print(prompts.implement(m, str(worktree)))
+    sys.stdout.write(prompts.implement(m, str(worktree)))  # exactly what the agent gets on stdin
     return EXIT_OK
 
 
 def logs(args: argparse.Namespace) -> int:
     view = _View(args)
     path = view.root / view.config.logging.log_dir / f"{args.milestone}.log"
-    if not path.exists():
+    if not path.exists() and not args.follow:
         raise UsageError(f"no log for {args.milestone} yet ({path}); it appears when its agent starts")
+    show = _raw_line if args.raw else transcript.readable
+    if not args.follow:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                _print_line(show(line))
+        return EXIT_OK
+    try:
+        _follow(path, show, lambda: _runner_alive(view.root))
+    except KeyboardInterrupt:
+        pass  # Ctrl-C is how one stops following
+    return EXIT_OK
+
+
+def _raw_line(line: str) -> str:
+    return line.rstrip("\n")
+
+
+def _print_line(text: str | None) -> None:
+    if text:
+        print(text, flush=True)
+
+
+def _follow(path: Path, show: Callable[[str], str | None], runner_alive: Callable[[], bool]) -> None:
+    """Print the log as it grows, like `tail -f`; stop once a run that was going has ended."""
+    seen_runner = runner_alive()
+    while not path.exists():
+        if seen_runner and not runner_alive():
+            print(f"the run ended before {path.name} was written", file=sys.stderr)
+            return
+        seen_runner = seen_runner or runner_alive()
+        time.sleep(0.3)
+    pending = ""  # a line the agent has not finished writing yet
     with open(path, encoding="utf-8", errors="replace") as f:
         while True:
             line = f.readline()
             if line:
-                shown = line.rstrip("\n") if args.raw else transcript.readable(line)
-                if shown:
-                    print(shown, flush=True)
+                pending += line
+                if pending.endswith("\n"):
+                    _print_line(show(pending))
+                    pending = ""
                 continue
-            if not args.follow:
-                return EXIT_OK
+            alive = runner_alive()
+            if seen_runner and not alive:
+                for rest in (pending + f.read()).splitlines():  # what was written before it ended
+                    _print_line(show(rest))
+                print("(the run has ended)", file=sys.stderr)
+                return
+            seen_runner = seen_runner or alive
             time.sleep(0.3)
 
 
@@ -209,8 +274,12 @@ def stop(args: argparse.Namespace) -> int:
     control = view.root / STATE_DIR / "control"
     control.mkdir(parents=True, exist_ok=True)
     if args.milestone:
+        _require_running(view, args.milestone)
         (control / f"stop-{args.milestone}").write_text("")
-        print(f"asked the runner to stop {args.milestone}")
+        print(
+            f"asked the runner to stop {args.milestone}; it fails with \"stopped by user\" while the others go on "
+            f"(run it again later with `--milestone {args.milestone}`)"
+        )
         return EXIT_OK
     (control / "stop-all").write_text("")
     try:
@@ -219,6 +288,15 @@ def stop(args: argparse.Namespace) -> int:
         pass
     print(f"asked the runner (pid {holder['pid']}) to stop; agents get a grace period, state is saved")
     return EXIT_OK
+
+
+def _require_running(view: _View, milestone_id: str) -> None:
+    if view.plan.get(milestone_id) is None:
+        have = ", ".join(m.id for m in view.plan.milestones)
+        raise UsageError(f"no milestone {milestone_id} in the plan (have: {have})")
+    record = next(m for m in view.snapshot().milestones if m.id == milestone_id)
+    if record.status != "running":
+        raise OrchestratorError(f"{milestone_id} is not running (it is {record.status}); nothing to stop")
 
 
 def watch(args: argparse.Namespace) -> int:
