@@ -67,10 +67,12 @@ def status(args: argparse.Namespace) -> int:
     snap = view.snapshot()
     if args.json:
         print(json.dumps(render.status_json(snap), indent=2))
-    else:
-        for problem in view.problems:
-            print(f"warning: {problem}", file=sys.stderr)
-        print(render.status_text(snap))
+        return EXIT_OK
+    from ccorch import dashboard
+
+    for problem in view.problems:
+        print(f"warning: {problem}", file=sys.stderr)
+    dashboard.make_console(args.no_color).print(dashboard.status_text(snap), soft_wrap=True)
     return EXIT_OK
 
 
@@ -277,7 +279,7 @@ def stop(args: argparse.Namespace) -> int:
         _require_running(view, args.milestone)
         (control / f"stop-{args.milestone}").write_text("")
         print(
-            f"asked the runner to stop {args.milestone}; it fails with \"stopped by user\" while the others go on "
+            f'asked the runner to stop {args.milestone}; it fails with "stopped by user" while the others go on '
             f"(run it again later with `--milestone {args.milestone}`)"
         )
         return EXIT_OK
@@ -302,6 +304,8 @@ def _require_running(view: _View, milestone_id: str) -> None:
 def watch(args: argparse.Namespace) -> int:
     from ccorch import dashboard
 
+    if not args.refresh > 0:
+        raise UsageError(f"--refresh must be more than 0 seconds, not {args.refresh:g}")
     view = _View(args)
     return dashboard.watch(view.snapshot, refresh=args.refresh, once=args.once, no_color=args.no_color)
 

@@ -54,15 +54,22 @@ def tasks_markdown(snap: Snapshot) -> str:
         lines += [
             f"## Stage {stage}",
             "",
-            "| ID | Title | Status | Attempts | Review rounds | Cost | Commit | Note |",
-            "|---|---|---|---|---|---|---|---|",
+            "| ID | Title | Status | Attempts | Review rounds | Cost | Tokens | Commit | Note |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
-        for m in (m for m in snap.milestones if m.stage == stage):
+        rows = [m for m in snap.milestones if m.stage == stage]
+        for m in rows:
             lines.append(
                 f"| {m.id} | {_cell(m.title)} | {m.status} | {m.attempts} | {m.review_rounds} | "
-                f"{_cost(m.cost_usd)} | {m.merge_commit[:10]} | {_cell(_note(m))} |"
+                f"{_cost(m.cost_usd)} | {_tokens(m)} | {m.merge_commit[:10]} | {_cell(_note(m))} |"
             )
         lines.append("")
+        spent = _spent(rows)
+        if spent:
+            lines += [f"Stage {stage}: {spent}", ""]
+        for m in (m for m in snap.milestones if m.stage == stage and m.last_findings and m.status != "merged"):
+            lines += [f"Review findings for {m.id} (round {m.review_rounds}):", ""]
+            lines += [f"- {_cell(f)}" for f in m.last_findings] + [""]
     return "\n".join(lines)
 
 
@@ -70,12 +77,21 @@ def _summary(snap: Snapshot, with_run: bool = True) -> str:
     # TASKS.md leaves out the run's status: it is committed with each stage, and a
     # volatile line there would leave the user's checkout modified after every run.
     merged = sum(m.status == "merged" for m in snap.milestones)
-    cost = sum(m.cost_usd for m in snap.milestones)
-    tokens = sum(m.input_tokens + m.output_tokens for m in snap.milestones)
     text = f"Progress: {merged}/{len(snap.milestones)} merged" + (f" · run {snap.run.status}" if with_run else "")
-    if cost or tokens:
-        text += f" · cost {_cost(cost)} · {tokens:,} tokens"
-    return text
+    spent = _spent(snap.milestones)
+    return f"{text} · {spent}" if spent else text
+
+
+def _spent(milestones: Sequence[MilestoneState]) -> str:
+    """Agent cost and tokens of these milestones: "cost $1.23 · 45,678 tokens", or "" if none."""
+    cost = sum(m.cost_usd for m in milestones)
+    tokens = sum(m.input_tokens + m.output_tokens for m in milestones)
+    return f"cost {_cost(cost)} · {tokens:,} tokens" if cost or tokens else ""
+
+
+def _tokens(m: MilestoneState) -> str:
+    total = m.input_tokens + m.output_tokens
+    return f"{total:,}" if total else ""
 
 
 def _note(m: MilestoneState) -> str:
@@ -94,40 +110,17 @@ def _cost(usd: float) -> str:
     return f"${usd:.2f}" if usd else ""
 
 
-def status_text(snap: Snapshot) -> str:
-    lines = [_summary(snap)]
-    banner = pause_banner(snap.run, snap.now)
-    if banner:
-        lines.append(banner)
-    if snap.run.hold_reason:
-        lines.append(f"holding new agent starts: {snap.run.hold_reason}")
-    for stage in sorted({m.stage for m in snap.milestones}):
-        lines.append(f"Stage {stage}")
-        for m in (m for m in snap.milestones if m.stage == stage):
-            dots = "." * max(2, 28 - len(m.id) - len(m.title[:24]))
-            extra = _status_extra(m, snap.now)
-            lines.append(f"  {m.id} {m.title[:24]} {dots} {m.status}{extra}")
-    return "\n".join(lines)
-
-
-def _status_extra(m: MilestoneState, now: float) -> str:
-    parts = []
-    if m.attempts > 1:
-        parts.append(f"attempt {m.attempts}")
-    if m.status == "running" and m.started_at:
-        parts.append(f"{format_duration(now - m.started_at)}")
-    if m.role and m.status == "running" and m.role != "implement":
-        parts.append(m.role)
-    if m.status in ("failed", "blocked", "interrupted") and m.reason:
-        parts.append(m.reason.splitlines()[0][:100])
-    return f" ({', '.join(parts)})" if parts else ""
-
-
 def pause_banner(run: RunState, now: float) -> str:
     if run.paused_until <= now:
         return ""
-    when = time.strftime("%H:%M", time.localtime(run.paused_until))
-    return f"waiting for usage limit · resets {when} (in {format_duration(run.paused_until - now)})"
+    reset = time.localtime(run.paused_until)
+    when = time.strftime("%H:%M" if reset[:3] == time.localtime(now)[:3] else "%a %H:%M", reset)
+    return f"waiting for usage limit · resets {when} (in {countdown(run.paused_until - now)})"
+
+
+def countdown(seconds: float) -> str:
+    hours, rest = divmod(max(0, int(seconds)), 3600)
+    return (f"{hours}h" if hours else "") + f"{rest // 60:02d}m{rest % 60:02d}s"
 
 
 def format_duration(seconds: float) -> str:
@@ -171,6 +164,8 @@ def _stage_totals(snap: Snapshot) -> list[dict[str, Any]]:
             "stage": s,
             "merged": all(m.status == "merged" for m in snap.milestones if m.stage == s),
             "cost_usd": round(sum(m.cost_usd for m in snap.milestones if m.stage == s), 6),
+            "input_tokens": sum(m.input_tokens for m in snap.milestones if m.stage == s),
+            "output_tokens": sum(m.output_tokens for m in snap.milestones if m.stage == s),
         }
         for s in stages
     ]
@@ -218,7 +213,8 @@ def write_atomic(path: Path, text: str) -> None:
 
 def use_color(no_color_flag: bool, stream: Any = None) -> bool:
     stream = stream or sys.stdout
-    return not no_color_flag and "NO_COLOR" not in os.environ and bool(getattr(stream, "isatty", lambda: False)())
+    # no-color.org: an empty NO_COLOR does not count
+    return not no_color_flag and not os.environ.get("NO_COLOR") and bool(getattr(stream, "isatty", lambda: False)())
 
 
 def is_generated(text: str | None) -> bool:

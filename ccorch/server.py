@@ -8,26 +8,34 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from ccorch import render
+from ccorch.errors import OrchestratorError, UsageError
+
+PATHS = ("/health", "/api/milestones", "/api/milestones/<ID>")
 
 
 def make_server(snapshot: Callable[[], render.Snapshot], port: int) -> ThreadingHTTPServer:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            body = route(self.path, snapshot)
+            try:
+                body = route(self.path, snapshot)
+            except OrchestratorError as e:  # e.g. the state is corrupt: say so, keep serving
+                self._send(500, {"error": str(e)})
+                return
             if body is None:
-                self._send(404, {"error": f"no such path: {self.path}"})
+                self._send(404, {"error": f"no such path: {self.path}", "paths": list(PATHS)})
             else:
                 self._send(200, body)
 
         def _refuse(self) -> None:
-            self._send(405, {"error": "read-only: only GET is allowed"})
+            self._send(405, {"error": "read-only: only GET is allowed"}, {"Allow": "GET"})
 
         do_POST = do_PUT = do_DELETE = do_PATCH = _refuse  # noqa: N815
 
-        def _send(self, code: int, body: Any) -> None:
+        def _send(self, code: int, body: Any, headers: dict[str, str] | None = None) -> None:
             data = json.dumps(body).encode()
             self.send_response(code)
-            self.send_header("Content-Type", "application/json")
+            for name, value in {"Content-Type": "application/json", **(headers or {})}.items():
+                self.send_header(name, value)
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
@@ -35,7 +43,11 @@ def make_server(snapshot: Callable[[], render.Snapshot], port: int) -> Threading
         def log_message(self, *_: object) -> None:
             pass
 
-    return ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    try:
+        return ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    except (OSError, OverflowError) as e:
+        why = getattr(e, "strerror", None) or e
+        raise UsageError(f"cannot serve on 127.0.0.1:{port}: {why}; pick another port with --port N") from None
 
 
 def route(path: str, snapshot: Callable[[], render.Snapshot]) -> Any | None:
@@ -45,7 +57,7 @@ def route(path: str, snapshot: Callable[[], render.Snapshot]) -> Any | None:
     if path == "/api/milestones":
         return render.status_json(snapshot())
     if path.startswith("/api/milestones/"):
-        wanted = path.rsplit("/", 1)[1]
+        wanted = path.removeprefix("/api/milestones/")
         found = [m for m in render.status_json(snapshot())["milestones"] if m["id"] == wanted]
         return found[0] if found else None
     return None
@@ -53,7 +65,10 @@ def route(path: str, snapshot: Callable[[], render.Snapshot]) -> Any | None:
 
 def serve(snapshot: Callable[[], render.Snapshot], port: int) -> int:
     server = make_server(snapshot, port)
-    print(f"serving read-only status on http://127.0.0.1:{server.server_address[1]}/api/milestones (Ctrl-C stops)")
+    print(
+        f"serving read-only status on http://127.0.0.1:{server.server_address[1]}/api/milestones (Ctrl-C stops)",
+        flush=True,
+    )
     try:
         server.serve_forever()
     except KeyboardInterrupt:
