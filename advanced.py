@@ -179,6 +179,14 @@ class Integration(NamedTuple):
     commit: str  # the integration result (or "" when it failed)
     merges: dict[str, str]  # milestone id -> its merge commit
     reason: str
+    failed: str = ""  # the milestone whose merge failed
+    conflicted: tuple[str, ...] = ()  # its conflicted paths, when the merge conflicted
+    notes: tuple[str, ...] = ()  # what the resolver fixed, for the people watching
+
+
+class _MergeFailure(NamedTuple):
+    reason: str
+    conflicted: tuple[str, ...] = ()
 
 
 Resolver = Callable[[Path, Sequence[str], str], bool]  # (worktree, conflicted paths, failure) -> fixed?
@@ -248,8 +256,9 @@ class WorktreeManager:
         path, branch = self.path_for(milestone_id), self.branch_for(milestone_id)
         if git.worktree_of_branch(self.root, branch) is not None:
             git.remove_worktree(self.root, path, force=True)
-        if delete_branch and git.branch_exists(self.root, branch):
-            git.delete_branch(self.root, branch)  # -d: refuses unless merged
+        merged = git.branch_exists(self.root, branch) and git.is_ancestor(self.root, branch, self.base_branch)
+        if delete_branch and merged:
+            git.delete_branch(self.root, branch, force=True)  # on the base branch already: nothing is lost
 
     def integrate(
         self,
@@ -260,30 +269,41 @@ class WorktreeManager:
         """Merge the branches in id order in a throwaway worktree; validate after each merge."""
         path = self._fresh_integration_worktree()
         merges: dict[str, str] = {}
+        notes: list[str] = []
         for milestone_id, title in items:
-            reason = self._merge_one(path, milestone_id, title, validate, resolve)
-            if reason:
+            failure = self._merge_one(path, milestone_id, title, validate, resolve, notes)
+            if failure:
                 git.abort_merge(path)
-                return Integration(False, "", merges, reason)
+                return Integration(False, "", merges, failure.reason, milestone_id, failure.conflicted, tuple(notes))
             merges[milestone_id] = git.rev_parse(path, "HEAD") or ""
-        return Integration(True, git.rev_parse(path, "HEAD") or "", merges, "")
+        return Integration(True, git.rev_parse(path, "HEAD") or "", merges, "", notes=tuple(notes))
 
     def _merge_one(
-        self, path: Path, mid: str, title: str, validate: Callable[[Path], str | None], resolve: Resolver | None
-    ) -> str:
+        self,
+        path: Path,
+        mid: str,
+        title: str,
+        validate: Callable[[Path], str | None],
+        resolve: Resolver | None,
+        notes: list[str],
+    ) -> _MergeFailure | None:
         branch = self.branch_for(mid)
-        conflicted = git.merge_no_ff(path, branch, f"Merge milestone {mid}: {title}", [f"Milestone: {mid}"])
+        parents = [git.rev_parse(path, "HEAD") or "", git.rev_parse(path, branch) or ""]
+        messages = [f"Merge milestone {mid}: {title}", f"Milestone: {mid}"]
+        conflicted = tuple(git.merge_no_ff(path, branch, messages[0], messages[1:]))
         if conflicted:
             if resolve is None or not resolve(path, conflicted, ""):
-                return f"merging {branch} conflicts in {', '.join(conflicted)}"
-            if git.unmerged_paths(path) or _has_conflict_markers(path, conflicted):
-                return f"the resolver left conflicts in {', '.join(conflicted)}"
-            git.finish_merge(path)
+                return _MergeFailure(f"merging {branch} conflicts in {', '.join(conflicted)}", conflicted)
+            if _has_conflict_markers(path, conflicted):
+                return _MergeFailure(f"the resolver left conflict markers in {', '.join(conflicted)}", conflicted)
+            git.commit_merge(path, parents, messages)
+            notes.append(f"{mid}: the resolver fixed the conflicts in {', '.join(conflicted)}")
         failure = validate(path)
         if failure and resolve is not None and resolve(path, [], failure):
             git.commit_all(path, f"Fix integration of milestone {mid}\n\nMilestone-Fix: {mid}")
             failure = validate(path)
-        return f"after merging {branch} the validation fails: {failure}" if failure else ""
+            notes += [] if failure else [f"{mid}: the resolver fixed the tests after the merge"]
+        return _MergeFailure(f"after merging {branch} the validation fails: {failure}") if failure else None
 
     def _fresh_integration_worktree(self) -> Path:
         path = self.dir / "_integration"
@@ -343,16 +363,26 @@ class WorktreeManager:
 
 
 def _has_conflict_markers(cwd: Path, paths: Sequence[str]) -> bool:
-    return any(_CONFLICT.search((cwd / p).read_text(errors="replace")) for p in paths if (cwd / p).is_file())
+    return any(has_conflict_markers((cwd / p).read_text(errors="replace")) for p in paths if (cwd / p).is_file())
 
 
-_CONFLICT = re.compile(r"^(<{7}|={7}|>{7})( |$)", re.MULTILINE)
+_OURS = re.compile(r"^<{7}(?: |\r?$)", re.MULTILINE)
+_SPLIT = re.compile(r"^={7}\r?$", re.MULTILINE)
+_THEIRS = re.compile(r"^>{7}(?: |\r?$)", re.MULTILINE)
+
+
+def has_conflict_markers(text: str) -> bool:
+    """`<<<<<<<`, then a line `=======`, then `>>>>>>>`: not a Markdown heading underline alone."""
+    ours = _OURS.search(text)
+    split = _SPLIT.search(text, ours.end()) if ours else None
+    return bool(split and _THEIRS.search(text, split.end()))
 
 
 class CheckResult(NamedTuple):
     name: str
     ok: bool
     output: str
+    purge: bool = False  # a failure whose content must not stay in the branch's history
 
 
 class Verdict(NamedTuple):
@@ -367,6 +397,16 @@ class Verdict(NamedTuple):
 
     def failure_output(self) -> str:
         return "\n\n".join(f"$ {r.name}\n{r.output.strip()}" for r in self.results if not r.ok)
+
+    def report(self) -> str:
+        """Every check with its output, for the milestone's log."""
+        return "\n".join(
+            f"{'ok' if r.ok else 'FAILED'}: {r.name}" + (f"\n{r.output.rstrip()}" if r.output.strip() else "")
+            for r in self.results
+        )
+
+    def must_purge(self) -> bool:
+        return any(r.purge and not r.ok for r in self.results)
 
 
 class MilestoneValidator:
@@ -398,40 +438,56 @@ class MilestoneValidator:
     def _shell(self, command: str | None, cwd: Path) -> CheckResult:
         assert command
         out = proc.run_shell_check(command, cwd=cwd, env=self._env, timeout=self._config.timeout_minutes * 60)
-        text = (out.stdout + out.stderr)[-8000:]
-        return CheckResult(command, out.returncode == 0, text)
+        return CheckResult(command, out.returncode == 0, self._redact(out.stdout + out.stderr)[-8000:])
+
+    def _redact(self, text: str) -> str:
+        # Check output lands in logs and prompts: values from .env never do.
+        for secret in self._secrets:
+            text = text.replace(secret, "[value from .env]")
+        return text
 
     def _quality(self, m: Milestone, cwd: Path, base: str) -> list[CheckResult]:
-        changed = [p for p in git.changed_between(cwd, base, "HEAD") if (cwd / p).exists()]
-        results = [self._scope(m, git.changed_between(cwd, base, "HEAD"))]
-        big = [p for p in changed if (cwd / p).stat().st_size > self._config.max_file_kb * 1024]
-        results.append(
-            CheckResult("file size limit", not big, f"files over {self._config.max_file_kb} KB: {big}" if big else "")
-        )
-        if self._config.forbid_conflict_markers:
-            marked = [p for p in changed if _has_conflict_markers(cwd, [p])]
-            results.append(
-                CheckResult("no conflict markers", not marked, f"conflict markers in: {marked}" if marked else "")
-            )
-        if self._config.forbid_secrets and self._secrets:
-            leaked = [p for p in changed if self._leaks(cwd / p)]
-            results.append(
-                CheckResult(
-                    "no secrets from .env", not leaked, f"a value from .env is written in: {leaked}" if leaked else ""
-                )
-            )
-        return [r for r in results if r.name]
+        """The quality gates, each on by default and switched in validation.*."""
+        c = self._config
+        changed = git.changed_between(cwd, base, "HEAD")
+        present = [p for p in changed if (cwd / p).is_file()]
+        gates = [
+            self._scope(m, changed) if c.enforce_scope else None,
+            self._size(cwd, base, present) if c.max_file_kb > 0 else None,
+            self._markers(cwd, present) if c.forbid_conflict_markers else None,
+            self._no_secrets(cwd, present) if c.forbid_secrets and self._secrets else None,
+        ]
+        return [g for g in gates if g is not None]
 
-    def _scope(self, m: Milestone, changed: Sequence[str]) -> CheckResult:
+    def _scope(self, m: Milestone, changed: Sequence[str]) -> CheckResult | None:
         named = named_paths(m)
         if not named or not changed:
-            return CheckResult("", True, "")
+            return None
         inside = [p for p in changed if any(p == n or p.startswith(n.rstrip("/") + "/") for n in named)]
         return CheckResult(
             "change is in the milestone's scope",
             bool(inside),
-            "" if inside else f"the milestone names {sorted(named)} but the change only touches {list(changed)[:20]}",
+            ""
+            if inside
+            else f"the milestone's Tasks name {', '.join(sorted(named))} but the change only touches "
+            f"{', '.join(list(changed)[:20])} (validation.enforce_scope)",
         )
+
+    def _size(self, cwd: Path, base: str, paths: Sequence[str]) -> CheckResult:
+        limit = self._config.max_file_kb * 1024
+        big = [p for p in paths if (cwd / p).stat().st_size > limit and (git.blob_size(cwd, base, p) or 0) <= limit]
+        note = f"files over {self._config.max_file_kb} KB (validation.max_file_kb): {', '.join(big)}"
+        return CheckResult("file size limit", not big, note if big else "", purge=True)
+
+    def _markers(self, cwd: Path, paths: Sequence[str]) -> CheckResult:
+        marked = [p for p in paths if _has_conflict_markers(cwd, [p])]
+        note = f"conflict markers (<<<<<<< ======= >>>>>>>) committed in: {', '.join(marked)}"
+        return CheckResult("no conflict markers", not marked, note if marked else "")
+
+    def _no_secrets(self, cwd: Path, paths: Sequence[str]) -> CheckResult:
+        leaked = [p for p in paths if self._leaks(cwd / p)]
+        note = f"a value from .env is written in: {', '.join(leaked)}; read it from the environment instead"
+        return CheckResult("no secrets from .env", not leaked, note if leaked else "", purge=True)
 
     def _leaks(self, path: Path) -> bool:
         try:

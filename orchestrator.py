@@ -20,7 +20,7 @@ import time
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ccorch import agents, git, render
 from ccorch import config as configuration
@@ -37,6 +37,9 @@ from ccorch.lock import RunLock
 from ccorch.pipeline import Held, Job, MilestoneResult, Paused, Progress, Services, run_milestone
 from ccorch.plan import Milestone, Plan, load_plan, milestone_id_problem
 from ccorch.state import STATE_DIR, MilestoneState, StateStore, update
+
+if TYPE_CHECKING:
+    from advanced import Integration
 
 HERE = Path(__file__).resolve().parent
 log = logging.getLogger("orchestrator")
@@ -568,8 +571,10 @@ class Runner:
         resolver = make_resolver(self._services(), stage, milestones)
         old = self.worktrees.base_commit()
         result = self.worktrees.integrate([(m.id, m.title) for m in milestones], self.validator.merged, resolver)
+        for note in result.notes:
+            self.say(f"  {note}")
         if not result.ok:
-            return self._integration_failed(stage, milestones, result.reason)
+            return self._integration_failed(stage, milestones, result)
         merged = self._mark_merged(milestones, result.merges)
         self._commit_tasks_file(stage, merged)
         new = git.rev_parse(self.worktrees.integration_path, "HEAD") or result.commit
@@ -594,18 +599,22 @@ class Runner:
         git.commit_all(self.worktrees.integration_path, f"Update {self.cfg.tasks_file}: stage {stage} merged")
         self._pending_merged = merged
 
-    def _integration_failed(self, stage: int, milestones: list[Milestone], reason: str) -> int:
+    def _integration_failed(self, stage: int, milestones: list[Milestone], result: Integration) -> int:
+        from ccorch.integration import finish_by_hand
+
         self.worktrees.drop_integration()
-        culprit = next((m for m in milestones if f"milestone/{m.id}" in reason), milestones[-1])
-        self.store.put(update(self._record(culprit.id), status="blocked", reason=reason))
-        self.store.update_run(status="failed", finished_at=time.time(), message=reason)
-        self.render()
-        self.say(
-            f"stage {stage} blocked: {reason}\n  {self.worktrees.base_branch} was not moved; every milestone/* "
-            "branch is kept. To finish by hand: merge the branches into "
-            f"{self.worktrees.base_branch} yourself (git merge milestone/<ID>), resolve, commit with a "
-            "`Milestone: <ID>` trailer, then run again."
+        culprit = next((m for m in milestones if m.id == result.failed), milestones[-1])
+        self.store.put(update(self._record(culprit.id), status="blocked", reason=result.reason))
+        branches = [(m.id, m.title, self.worktrees.branch_for(m.id)) for m in milestones]
+        test = self.cfg.validation.test_command
+        how = finish_by_hand(self.root, self.worktrees.base_branch, branches, culprit.id, result.conflicted, test)
+        message = (
+            f"stage {stage} blocked: {result.reason}\n{self.worktrees.base_branch} was not moved; every "
+            f"milestone/* branch is kept. {how}"
         )
+        self.store.update_run(status="failed", finished_at=time.time(), message=message)
+        self.render()
+        self.say(message)
         return 1
 
     def _base_blocked(self, stage: int, milestones: list[Milestone], blocking: list[str]) -> int:

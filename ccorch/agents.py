@@ -7,6 +7,7 @@ The contract every agent gets is documented in the README ("Plugging in your own
 from __future__ import annotations
 
 import collections
+import json
 import os
 import shutil
 import subprocess
@@ -21,6 +22,7 @@ from typing import NamedTuple
 from ccorch import proc
 from ccorch.config import AgentConfig
 from ccorch.errors import UsageError
+from ccorch.review import VERDICT_SCHEMA
 
 ROLES = ("implement", "review", "remediate", "resolve")
 INSTALL_HINTS = {
@@ -134,8 +136,9 @@ def _claude_argv(agent: AgentConfig, role: str, resume: str | None) -> tuple[tup
         argv.append("--dangerously-skip-permissions")
     if role == "review":
         # The reviewer reads and may run tests, but must not edit; the runner also
-        # discards any change a reviewer leaves behind.
-        argv += ["--disallowedTools", "Edit Write NotebookEdit"]
+        # discards any change a reviewer leaves behind. Its verdict can come back as
+        # structured output (ccorch.review reads it).
+        argv += ["--disallowedTools", "Edit Write NotebookEdit", "--json-schema", json.dumps(VERDICT_SCHEMA)]
     if agent.model:
         argv += ["--model", agent.model]
     if resume:

@@ -53,7 +53,8 @@ class ValidationConfig:
     test_command: str | None = None
     lint_command: str | None = None
     timeout_minutes: float = 15
-    max_file_kb: int = 1024
+    max_file_kb: int = 1024  # 0: no limit
+    enforce_scope: bool = True
     forbid_conflict_markers: bool = True
     forbid_secrets: bool = True
 
@@ -211,6 +212,7 @@ def _check_values(config: Config, source: Path) -> None:
         ("claude_rate_limit_wait", config.claude_rate_limit_wait > 0, "more than 0 seconds"),
         ("logging.level", config.logging.level.upper() in LOG_LEVELS, f"one of {', '.join(LOG_LEVELS)}"),
         ("review.max_rounds", config.review.max_rounds >= 1, "at least 1"),
+        ("validation.max_file_kb", config.validation.max_file_kb >= 0, "0 (no limit) or more"),
         ("recovery.max_attempts", config.recovery.max_attempts >= 0, "0 or more"),
     ]
     for agent_key, agent in (("agent", config.agent), ("review.agent", config.review.agent)):

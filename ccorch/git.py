@@ -178,6 +178,10 @@ def reset_hard(cwd: Path, ref: str) -> None:
     git(cwd, "reset", "-q", "--hard", ref)
 
 
+def reset_soft(cwd: Path, ref: str) -> None:
+    git(cwd, "reset", "-q", "--soft", ref)
+
+
 def changed_between(cwd: Path, base: str, tip: str) -> list[str]:
     out = git(cwd, "diff", "--name-only", "-z", base, tip).stdout
     return [p for p in out.split("\0") if p]
@@ -211,9 +215,27 @@ def abort_merge(cwd: Path) -> None:
     git(cwd, "merge", "--abort", check=False)
 
 
-def finish_merge(cwd: Path) -> None:
+def commit_merge(cwd: Path, parents: Sequence[str], messages: Sequence[str]) -> str:
+    """Commit the worktree as a merge of `parents`, whatever state the merge is in.
+
+    Works whether a resolver left the merge in progress or committed on its own:
+    the result is one merge commit with our message and trailers.
+    """
     git(cwd, "add", "-A")
-    git(cwd, "commit", "--no-verify", "-q", "--no-edit")
+    tree = git(cwd, "write-tree").stdout.strip()
+    args = ["commit-tree", tree]
+    for parent in parents:
+        args += ["-p", parent]
+    for message in messages:
+        args += ["-m", message]
+    sha = git(cwd, *args).stdout.strip()
+    git(cwd, "reset", "-q", "--hard", sha)  # also ends the merge in progress
+    return sha
+
+
+def blob_size(cwd: Path, ref: str, path: str) -> int | None:
+    out = git(cwd, "cat-file", "-s", f"{ref}:{path}", check=False)
+    return int(out.stdout.strip()) if out.returncode == 0 else None
 
 
 def milestone_trailers(cwd: Path, ref: str) -> dict[str, str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -32,3 +33,26 @@ def _only_pauses(s: Services):  # type: ignore[no-untyped-def]
             s.emit(event)
 
     return emit
+
+
+def finish_by_hand(
+    root: Path,
+    base_branch: str,
+    branches: Sequence[tuple[str, str, str]],
+    failed: str,
+    conflicted: Sequence[str],
+    test_command: str | None,
+) -> str:
+    """The exact commands that finish a blocked stage by hand; `branches` is (id, title, branch)."""
+    lines = [f"To finish by hand, in {root} with {base_branch} checked out:"]
+    for mid, title, branch in branches:
+        subject, trailer = shlex.quote(f"Merge milestone {mid}: {title}"), shlex.quote(f"Milestone: {mid}")
+        lines.append(f"    git merge --no-ff {branch} -m {subject} -m {trailer}")
+        if mid == failed and conflicted:
+            paths = " ".join(shlex.quote(p) for p in conflicted)
+            lines += [f"    # edit {', '.join(conflicted)} to resolve the conflicts, then:"]
+            lines += [f"    git add -- {paths}", "    git commit --no-edit"]
+        elif mid == failed:
+            lines.append(f"    # make `{test_command}` pass again, then commit the fix")
+    lines.append("then run the orchestrator again: it reads the `Milestone:` trailers and carries on.")
+    return "\n".join(lines)

@@ -8,14 +8,13 @@ only writer of state. So it could later run on another machine with the same inp
 from __future__ import annotations
 
 import dataclasses
-import json
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from ccorch import agents, git, limits, prompts, transcript
+from ccorch import agents, git, limits, prompts, review, transcript
 from ccorch.config import AgentConfig, Config
 from ccorch.errors import OrchestratorError
 from ccorch.plan import Milestone
@@ -145,7 +144,7 @@ def run_milestone(s: Services, job: Job) -> MilestoneResult:
 
 
 def _implement_and_review(ctx: _Context, previous: MilestoneState | None) -> MilestoneResult:
-    m, s = ctx.m, ctx.s
+    m = ctx.m
     head = git.rev_parse(ctx.path, "HEAD") or ""
     interrupted = previous is not None and previous.status in ("running", "interrupted")
     if interrupted and previous and previous.commit == head and head != ctx.base and not git.status_paths(ctx.path):
@@ -159,37 +158,50 @@ def _implement_and_review(ctx: _Context, previous: MilestoneState | None) -> Mil
         commit = _commit(ctx, f"Milestone {m.id}: {m.title}")
     if not git.changed_between(ctx.path, ctx.base, "HEAD"):
         return MilestoneResult(m.id, "failed", "no changes: the agent finished but changed nothing")
-    review_cfg = s.config.review
-    for round_no in range(1, review_cfg.max_rounds + 1):
-        s.emit(Progress(m.id, {"role": "check"}))
-        verdict = s.validator.after_agent(m, ctx.path, ctx.base)
-        s.emit(Progress(m.id, {"checks": verdict.summary()}))
-        findings: list[str] = []
-        if verdict.ok and review_cfg.enabled:
+    return _review_rounds(ctx, commit)
+
+
+def _review_rounds(ctx: _Context, commit: str) -> MilestoneResult:
+    """Checks, review, remediation: at most review.max_rounds rounds of checks and review."""
+    m, rounds = ctx.m, ctx.s.config.review.max_rounds
+    for round_no in range(1, rounds + 1):
+        verdict = _check(ctx)
+        findings: tuple[str, ...] = ()
+        if verdict.ok and not ctx.s.config.review.enabled:
+            return MilestoneResult(m.id, "done", "", commit)
+        if verdict.ok:
             passed, findings = _review(ctx, round_no)
-            s.emit(Progress(m.id, {"review_rounds": round_no, "last_findings": tuple(findings)}))
             if passed is None:
                 return MilestoneResult(m.id, "interrupted", "stopped during review")
             if passed:
                 return MilestoneResult(m.id, "done", "", commit)
-        elif verdict.ok:
-            return MilestoneResult(m.id, "done", "", commit)
-        if round_no == review_cfg.max_rounds:
-            return _unfixed(m, verdict, findings, review_cfg.max_rounds)
-        outcome = _run_role(
-            ctx, "remediate", prompts.remediate(m, str(ctx.path), findings, _failures(verdict)), resume_session=True
-        )
+        if round_no == rounds:
+            return _unfixed(m, verdict, findings, rounds)
+        prompt = prompts.remediate(m, str(ctx.path), findings, _failures(verdict))
+        outcome = _run_role(ctx, "remediate", prompt, resume_session=True)
         if outcome.kind != "ok":
             return _failure(ctx, outcome)
-        commit = _commit(ctx, f"Milestone {m.id}: remediation round {round_no}")
+        commit = _commit(ctx, f"Milestone {m.id}: remediation round {round_no}", squash=verdict.must_purge())
     return MilestoneResult(m.id, "failed", "unreachable")
+
+
+def _check(ctx: _Context) -> Verdict:
+    """Exit criteria, tests, lint and quality gates; their output goes to the milestone's log."""
+    ctx.s.emit(Progress(ctx.m.id, {"role": "check"}))
+    verdict = ctx.s.validator.after_agent(ctx.m, ctx.path, ctx.base)
+    ctx.s.emit(Progress(ctx.m.id, {"checks": verdict.summary()}))
+    _log_line(ctx, f"checks: {verdict.summary()}\n{verdict.report()}")
+    left = git.discard_changes(ctx.path)  # everything is committed: whatever is new, the checks made
+    if left:
+        _log_line(ctx, f"the checks left {', '.join(left[:20])} behind; discarded")
+    return verdict
 
 
 def _failures(verdict: Verdict) -> str:
     return verdict.failure_output() if not verdict.ok else ""
 
 
-def _unfixed(m: Milestone, verdict: Verdict, findings: list[str], rounds: int) -> MilestoneResult:
+def _unfixed(m: Milestone, verdict: Verdict, findings: Sequence[str], rounds: int) -> MilestoneResult:
     if not verdict.ok:
         return MilestoneResult(
             m.id,
@@ -199,7 +211,13 @@ def _unfixed(m: Milestone, verdict: Verdict, findings: list[str], rounds: int) -
     return MilestoneResult(m.id, "failed", f"review failed after {rounds} round(s): " + "; ".join(findings)[:1500])
 
 
-def _commit(ctx: _Context, message: str) -> str:
+def _commit(ctx: _Context, message: str, squash: bool = False) -> str:
+    if squash:
+        # A rejected secret or oversized file must not stay in the branch's history:
+        # the branch is the runner's own and unpublished, so rewrite it as one commit.
+        git.reset_soft(ctx.path, ctx.base)
+        message = f"Milestone {ctx.m.id}: {ctx.m.title}"
+        _log_line(ctx, "rewrote the branch as one commit: the rejected content is not kept in its history")
     git.commit_all(ctx.path, message)
     sha = git.rev_parse(ctx.path, "HEAD") or ""
     ctx.s.emit(Progress(ctx.m.id, {"commit": sha}))
@@ -213,54 +231,48 @@ def _failure(ctx: _Context, outcome: Outcome) -> MilestoneResult:
     return MilestoneResult(ctx.m.id, "failed", f"{outcome.kind}: {outcome.message}", fatal=fatal)
 
 
-def _review(ctx: _Context, round_no: int) -> tuple[bool | None, list[str]]:
-    """(passed, findings); passed None when stopped. The reviewer's edits are thrown away."""
+def _review(ctx: _Context, round_no: int) -> tuple[bool | None, tuple[str, ...]]:
+    """(passed, findings); passed None when stopped. Whatever the reviewer changes is thrown away."""
     review_file = ctx.s.prompt_dir / f"{ctx.m.id}-review-{round_no}.json"
     prompt = prompts.review(ctx.m, str(ctx.path), git.diff(ctx.path, ctx.base), str(review_file))
+    head = git.rev_parse(ctx.path, "HEAD") or ""
+    verdict: review.Review | None = None
+    discarded: list[str] = []
     for _ in range(2):  # no verdict: one retry, then it counts as a failure
         review_file.unlink(missing_ok=True)
-        outcome = _run_role(
-            ctx, "review", prompt, resume_session=False, extra_env={"ORCHESTRATOR_REVIEW_FILE": str(review_file)}
-        )
-        dropped = git.discard_changes(ctx.path)
-        if dropped:
-            _log_line(ctx, f"the reviewer changed {dropped}; those changes were discarded")
+        env = {"ORCHESTRATOR_REVIEW_FILE": str(review_file)}
+        outcome = _run_role(ctx, "review", prompt, resume_session=False, extra_env=env)
+        discarded += _discard_reviewer_changes(ctx, head)
         if outcome.kind == "interrupted":
-            return None, []
-        if outcome.kind != "ok":
-            return False, [f"review run failed: {outcome.message}"]
-        verdict = read_verdict(review_file, outcome.message)
+            return None, ()
+        verdict = review.read_verdict(review_file, outcome.message) if outcome.kind == "ok" else None
         if verdict is not None:
-            _write_review_log(ctx, round_no, verdict)
-            return verdict
-    findings = ["reviewer gave no verdict"]
-    _write_review_log(ctx, round_no, (False, findings))
-    return False, findings
+            break
+        _log_line(ctx, f"the review gave no verdict ({outcome.kind}: {outcome.message[-300:]})")
+    verdict = _counted(verdict)
+    review.write_log(review.log_path(ctx.s.log_dir, ctx.m.id, round_no), ctx.m.id, round_no, verdict, discarded)
+    ctx.s.emit(Progress(ctx.m.id, {"review_rounds": round_no, "last_findings": verdict.findings}))
+    return verdict.passed, verdict.findings
 
 
-def read_verdict(review_file: Path, output: str) -> tuple[bool, list[str]] | None:
-    """The review file's JSON first; else a last line `VERDICT: PASS|FAIL` with findings above it."""
-    if review_file.exists():
-        try:
-            data = json.loads(review_file.read_text(encoding="utf-8"))
-            verdict = str(data.get("verdict", "")).lower()
-            if verdict in ("pass", "fail"):
-                return verdict == "pass", [str(f) for f in data.get("findings", [])]
-        except (ValueError, AttributeError):
-            pass
-    lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
-    if lines and lines[-1].upper() in ("VERDICT: PASS", "VERDICT: FAIL"):
-        findings = [ln.lstrip("-* ").strip() for ln in lines[:-1][-20:] if ln.startswith(("-", "*"))]
-        return lines[-1].upper().endswith("PASS"), findings
-    return None
+def _counted(verdict: review.Review | None) -> review.Review:
+    if verdict is None:
+        return review.Review(False, (review.NO_VERDICT,), "")
+    if not verdict.passed and not verdict.findings:
+        return verdict._replace(findings=("the reviewer failed the change without saying why",))
+    return verdict
 
 
-def _write_review_log(ctx: _Context, round_no: int, verdict: tuple[bool, list[str]]) -> None:
-    path = ctx.s.log_dir / "reviews" / f"{ctx.m.id}-{round_no}.md"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lines = [f"# Review of {ctx.m.id}, round {round_no}: {'PASS' if verdict[0] else 'FAIL'}", ""]
-    lines += [f"- {f}" for f in verdict[1]] or ["(no findings)"]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+def _discard_reviewer_changes(ctx: _Context, head: str) -> list[str]:
+    """Put the worktree back to `head`, also when the reviewer committed; say what was dropped."""
+    dropped = []
+    if git.rev_parse(ctx.path, "HEAD") != head:
+        dropped = git.changed_between(ctx.path, head, "HEAD")
+        git.reset_hard(ctx.path, head)
+    dropped = sorted({*dropped, *git.discard_changes(ctx.path)})
+    if dropped:
+        _log_line(ctx, f"the reviewer changed {', '.join(dropped)}; those changes were discarded")
+    return dropped
 
 
 def _log_line(ctx: _Context, text: str) -> None:

@@ -8,8 +8,9 @@ start, end, cwd and the prompt, so tests can assert what the runner really did.
 
 Entry keys: write {path: content}, append {path: text}, delete [paths], sleep seconds,
 print [lines], exit code, hang (sleep forever), verdict pass|fail with findings [...],
-verdict_via file|line|none, resolve both|ours|fail, touch_outside (writes a file in the
-parent of the worktree, to prove the runner never commits it).
+verdict_via file|line|none, resolve both|ours|leave|fail, touch_outside (writes a file in the
+parent of the worktree, to prove the runner never commits it), commit "message" (commits
+everything itself, as an agent that ignores the rules would).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -60,6 +62,9 @@ def act(entry: dict, role: str) -> int:
         time.sleep(1)
     if entry.get("touch_outside"):
         Path("..", "outside-by-agent.txt").write_text("x")
+    if entry.get("commit"):
+        subprocess.run(("git", "add", "-A"), check=True)
+        subprocess.run(("git", "commit", "-q", "-m", entry["commit"]), check=True)
     if role == "review":
         review(entry)
     if role == "resolve":
@@ -79,8 +84,8 @@ def review(entry: dict) -> None:
 
 
 def resolve(how: str) -> int:
-    if how == "fail":
-        return 1
+    if how in ("fail", "leave"):  # leave: claims success, changes nothing
+        return 1 if how == "fail" else 0
     for path in Path(".").rglob("*"):
         if path.is_file() and ".git" not in path.parts:
             text = path.read_text(errors="replace")
