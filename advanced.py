@@ -53,13 +53,22 @@ class RateLimitManager:
             return limits.Classification("transient", None, f"killed by the {run.killed} watchdog")
         return result
 
-    def pause(self, reset_at: float | None, reason: str) -> float:
-        """Hold every new agent start until the limit lifts; returns when starts resume."""
+    def pause(self, reset_at: float | None, reason: str, exact: bool = False) -> float:
+        """Hold every new agent start until the limit lifts; returns when starts resume.
+
+        A reset read from text has minute precision (Claude rounds it down), so it gets
+        `text_reset_margin_seconds` on top of the grace; an exact epoch gets the grace only.
+        """
+        rl = self._config.rate_limit
         now = self._clock()
-        if reset_at is None or reset_at <= now:
+        margin = rl.grace_seconds + (0 if exact else rl.text_reset_margin_seconds)
+        until = None if reset_at is None else reset_at + margin
+        if until is None or until <= now:
             until = now + self._config.claude_rate_limit_wait  # no usable reset time: probe later
-        else:
-            until = reset_at + self._config.rate_limit.grace_seconds
+        return self.pause_until(until, reason)
+
+    def pause_until(self, until: float, reason: str) -> float:
+        """Hold starts until `until` (epoch seconds), e.g. a pause a restarted runner found in state."""
         with self._lock:
             if until > self._paused_until:
                 self._paused_until, self.reason = until, reason
@@ -70,25 +79,37 @@ class RateLimitManager:
         return self._paused_until
 
     def wait_if_paused(self, stop: threading.Event) -> bool:
-        """Block while paused (in short slices, so a clock jump or a stop is noticed); False if stopped."""
+        """Block while paused; False if stopped. Sleeps in slices of a second at most, so a
+        stop of this task, a clock jump or a later pause by another task is noticed."""
         while not stop.is_set():
             remaining = self._paused_until - self._clock()
             if remaining <= 0:
                 return True
-            if self._sleep(min(remaining, 30.0)) or stop.is_set():
+            if self._sleep(min(remaining, 1.0)):
                 return False
         return False
 
-    def retrying(self, attempts: int) -> tenacity.Retrying:
-        """Exponential backoff with jitter for transient errors, `attempts` tries in all."""
+    def retrying(self, attempts: int, stop: threading.Event | None = None) -> tenacity.Retrying:
+        """Exponential backoff with jitter for transient errors, `attempts` tries in all.
+
+        The backoff ends early when `stop` is set, so a stopped task never sleeps it out."""
         rl = self._config.rate_limit
         return tenacity.Retrying(
             stop=tenacity.stop_after_attempt(max(1, attempts)),
-            wait=tenacity.wait_exponential_jitter(initial=rl.backoff_initial_seconds, max=rl.backoff_max_seconds),
+            # initial, 2×, 4× … capped, plus up to a second of jitter so parallel tasks spread out.
+            wait=tenacity.wait_exponential(multiplier=rl.backoff_initial_seconds, max=rl.backoff_max_seconds)
+            + tenacity.wait_random(0, 1),
             retry=tenacity.retry_if_result(lambda outcome: bool(getattr(outcome, "retryable", False))),
-            sleep=self._sleep,  # type: ignore[arg-type]
+            sleep=lambda seconds: self._nap(seconds, stop),
             retry_error_callback=lambda state: state.outcome.result() if state.outcome else None,
         )
+
+    def _nap(self, seconds: float, stop: threading.Event | None) -> None:
+        deadline = self._clock() + seconds
+        while not (stop and stop.is_set()):
+            remaining = deadline - self._clock()
+            if remaining <= 0 or self._sleep(min(remaining, 1.0)):
+                return
 
     def wake(self) -> None:
         self._stop.set()

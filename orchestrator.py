@@ -320,7 +320,8 @@ class Runner:
             return EXIT_OK
         run = self.store.run()
         if run.paused_until > time.time():  # a restarted runner keeps waiting instead of hammering
-            self.rate_limits.pause(run.paused_until - self.cfg.rate_limit.grace_seconds, run.pause_reason)
+            self.rate_limits.pause_until(run.paused_until, run.pause_reason)
+            self.say(f"usage limit: {run.pause_reason} · every task waits until {_clock(run.paused_until)}")
         self.store.update_run(status="running", pid=os.getpid(), started_at=time.time(), message="")
         self.render()
         for stage, milestones in targets:
@@ -699,6 +700,10 @@ class Runner:
             if rec.agent_pid:
                 proc.kill_pid_group(rec.agent_pid, grace=0)
         os._exit(EXIT_INTERRUPTED)
+
+
+def _clock(epoch: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(epoch))
 
 
 if __name__ == "__main__":

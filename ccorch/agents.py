@@ -31,6 +31,14 @@ INSTALL_HINTS = {
     "aider": "python -m pip install aider-install && aider-install",
     "gemini": "npm install -g @google/gemini-cli",
 }
+# What a person does when an agent cannot authenticate; the run stops until then.
+AUTH_HINTS = {
+    "claude": "set a valid ANTHROPIC_API_KEY (in .env or agent.env), or log in again: run `claude` and "
+    "type /login (for a subscription token: `claude setup-token`, then CLAUDE_CODE_OAUTH_TOKEN)",
+    "codex": "run `codex login`, or set a valid OPENAI_API_KEY (in .env or agent.env)",
+    "aider": "set a valid API key for aider's model provider (e.g. ANTHROPIC_API_KEY or OPENAI_API_KEY in .env)",
+    "gemini": "run `gemini` once to log in, or set a valid GEMINI_API_KEY (in .env or agent.env)",
+}
 DEFAULT_EXECUTABLES = {"claude": "claude", "codex": "codex", "aider": "aider", "gemini": "gemini"}
 DEMO_AGENT = Path(__file__).with_name("demo_agent.py")
 _OUTPUT_LINES_KEPT = 4000
@@ -59,6 +67,10 @@ class Watch(NamedTuple):
     stop: threading.Event
     on_start: Callable[[int, float], None]
     on_line: Callable[[str], None]
+
+
+def auth_hint(preset: str) -> str:
+    return AUTH_HINTS.get(preset, "check the credentials your agent command uses (agent.env or .env)")
 
 
 def executable_for(agent: AgentConfig) -> str | None:
@@ -154,7 +166,18 @@ def _other_argv(agent: AgentConfig, prompt_file: Path) -> tuple[str, ...]:
     if agent.preset == "codex":
         return (exe, "exec", "--json", "--dangerously-bypass-approvals-and-sandbox", *model, "-")
     if agent.preset == "aider":
-        return (exe, "--yes-always", "--no-auto-commits", "--no-gitignore", *model, "--message-file", str(prompt_file))
+        # --no-check-update: with --yes-always an update prompt would be answered "yes".
+        return (
+            exe,
+            "--yes-always",
+            "--no-auto-commits",
+            "--no-gitignore",
+            "--no-check-update",
+            "--no-pretty",
+            *model,
+            "--message-file",
+            str(prompt_file),
+        )
     # gemini reads the task from stdin; -p appends this line to it.
     return (exe, "--yolo", *model, "-p", "Carry out the task described above.")
 

@@ -44,6 +44,9 @@ class AgentConfig:
 @dataclasses.dataclass(frozen=True)
 class RateLimitConfig:
     grace_seconds: float = 2
+    # A reset time read from text has minute precision (Claude rounds it down), so the
+    # limit may lift up to a minute later than it says; exact epochs get no margin.
+    text_reset_margin_seconds: float = 60
     backoff_initial_seconds: float = 10
     backoff_max_seconds: float = 600
 
@@ -210,6 +213,8 @@ def _check_values(config: Config, source: Path) -> None:
         ("max_parallel_tasks", config.max_parallel_tasks >= 1, "at least 1"),
         ("retry_attempts", config.retry_attempts >= 0, "0 or more"),
         ("claude_rate_limit_wait", config.claude_rate_limit_wait > 0, "more than 0 seconds"),
+        ("rate_limit.grace_seconds", config.rate_limit.grace_seconds >= 0, "0 or more"),
+        ("rate_limit.text_reset_margin_seconds", config.rate_limit.text_reset_margin_seconds >= 0, "0 or more"),
         ("logging.level", config.logging.level.upper() in LOG_LEVELS, f"one of {', '.join(LOG_LEVELS)}"),
         ("review.max_rounds", config.review.max_rounds >= 1, "at least 1"),
         ("validation.max_file_kb", config.validation.max_file_kb >= 0, "0 (no limit) or more"),

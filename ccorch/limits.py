@@ -30,6 +30,9 @@ class Classification(NamedTuple):
     kind: Kind
     reset_at: float | None  # epoch seconds when a usage limit lifts, if known
     message: str  # one human line: the limit text / error text found (<= 300 chars)
+    # reset_at came as an epoch (Claude's resetsAt, "…|1750708800"), not as a clock time
+    # in a text, which has minute precision at best.
+    reset_exact: bool = False
 
 
 class AgentReport(NamedTuple):
@@ -556,16 +559,19 @@ def _epoch(value: Any) -> float | None:
 def _from_limit_event(info: dict[str, Any], hit: _Hit | None, lines: list[str], now: datetime) -> Classification:
     text_hit = hit if hit is not None and hit.kind == "usage_limit" else None
     reset = _epoch(info.get("resetsAt"))
-    if reset is None and text_hit is not None:
-        reset = _usage_reset(lines, text_hit.position, now)
     window = info.get("rateLimitType") or "unknown window"
-    message = text_hit.line if text_hit else f"usage limit reached ({window})"
-    return Classification("usage_limit", reset, _shorten(message, _MESSAGE_CHARS))
+    message = _shorten(text_hit.line if text_hit else f"usage limit reached ({window})", _MESSAGE_CHARS)
+    if reset is not None:
+        return Classification("usage_limit", reset, message, reset_exact=True)
+    if text_hit is not None:
+        return _from_hit(text_hit, lines, now)
+    return Classification("usage_limit", None, message)
 
 
 def _from_hit(hit: _Hit, lines: list[str], now: datetime) -> Classification:
     reset = _usage_reset(lines, hit.position, now) if hit.kind == "usage_limit" else None
-    return Classification(hit.kind, reset, _shorten(hit.line, _MESSAGE_CHARS))
+    exact = reset is not None and _EPOCH.search(hit.line) is not None
+    return Classification(hit.kind, reset, _shorten(hit.line, _MESSAGE_CHARS), exact)
 
 
 def _last_result(items: list[dict[str, Any] | str]) -> dict[str, Any] | None:

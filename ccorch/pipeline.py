@@ -285,18 +285,20 @@ def _run_role(
 ) -> Outcome:
     """Run an agent role with backoff for transient errors; usage-limit waits are not attempts."""
     s = ctx.s
-    state = {"prompt": prompt, "resume": resume_session}
+    # task: the whole prompt, for a fresh session; prompt: what the next run gets (after a
+    # setback, a resumed session is only told to go on); resume: continue tally.session_id.
+    state = {"task": prompt, "prompt": prompt, "resume": resume_session, "resumed": False}
 
     def attempt() -> Outcome:
         return _attempt(ctx, role, state, extra_env or {})
 
-    retrying = s.rate_limits.retrying(s.config.retry_attempts + 1)
+    retrying = s.rate_limits.retrying(s.config.retry_attempts + 1, s.stop_for(ctx.m.id))
     outcome: Outcome = retrying(attempt)
     return outcome
 
 
 def _attempt(ctx: _Context, role: str, state: dict[str, Any], extra_env: Mapping[str, str]) -> Outcome:
-    s, m, tally = ctx.s, ctx.m, ctx.tally
+    s, m = ctx.s, ctx.m
     agent = s.config.review.agent if role == "review" and s.config.review.agent else s.config.agent
     while True:
         stop = s.stop_for(m.id)
@@ -308,37 +310,50 @@ def _attempt(ctx: _Context, role: str, state: dict[str, Any], extra_env: Mapping
         if held:
             return Outcome("interrupted" if held == "stopped" else "failed", held, False)
         run, kind = _one_run(ctx, agent, role, state, extra_env)
-        if kind.kind == "usage_limit":
-            until = s.rate_limits.pause(kind.reset_at, kind.message)
-            s.emit(Paused(until, kind.message))
-            _log_line(ctx, f"usage limit: {kind.message}; every task waits until {time.ctime(until)}")
-            state.update(
-                prompt=prompts.continue_after_limit()
-                if agent.preset == "claude" and tally.session_id
-                else state["prompt"],
-                resume=True,
-            )
-            continue
         if kind.kind == "ok":
             return Outcome("ok", run.output, False)
-        return _setback(ctx, agent, state, run, kind)
+        if state["resumed"] and _SESSION_MISSING in run.output:
+            # Killed before the CLI saved the session: nothing to continue, and no attempt lost.
+            _log_line(ctx, f"session {ctx.tally.session_id} was never saved; starting a fresh one")
+            ctx.tally.session_id = ""
+            state.update(prompt=state["task"], resume=False)
+            continue
+        if kind.kind == "usage_limit":
+            _pause(ctx, kind)
+            _go_on(ctx, agent, role, state, prompts.continue_after_limit())
+            continue
+        outcome = _setback(ctx, state, run, kind)
+        _log_line(ctx, f"{outcome.kind}: {outcome.message}" + ("; retrying" if outcome.retryable else ""))
+        if outcome.retryable and outcome.kind != "context":
+            _go_on(ctx, agent, role, state, prompts.continue_after_error(outcome.message))
+        return outcome
 
 
-def _setback(
-    ctx: _Context, agent: AgentConfig, state: dict[str, Any], run: agents.AgentRun, kind: limits.Classification
-) -> Outcome:
+_SESSION_MISSING = "No conversation found with session ID"
+
+
+def _pause(ctx: _Context, kind: limits.Classification) -> None:
+    until = ctx.s.rate_limits.pause(kind.reset_at, kind.message, exact=kind.reset_exact)
+    ctx.s.emit(Paused(until, kind.message))
+    _log_line(ctx, f"usage limit: {kind.message}; every task waits until {time.ctime(until)}")
+
+
+def _go_on(ctx: _Context, agent: AgentConfig, role: str, state: dict[str, Any], note: str) -> None:
+    """The next run continues the agent's own session with `note`, or starts over with the task."""
+    resumable = agent.preset == "claude" and role != "review" and bool(ctx.tally.session_id)
+    state.update(prompt=note if resumable else state["task"], resume=resumable)
+
+
+def _setback(ctx: _Context, state: dict[str, Any], run: agents.AgentRun, kind: limits.Classification) -> Outcome:
     tally = ctx.tally
     if run.killed == "stopped":
         return Outcome("interrupted", "stopped by user", False)
-    if "No conversation found with session ID" in run.output:
-        tally.session_id = ""  # the session was never saved: start a fresh one
-        return Outcome("transient", "session to resume was not found", True)
     if kind.kind == "context":
         tally.recoveries += 1
         tally.session_id = ""  # a fresh conversation, told what is already committed
         committed = git.changed_between(ctx.path, ctx.base, "HEAD") + git.status_paths(ctx.path)
-        state["prompt"] = prompts.implement(ctx.m, str(ctx.path), prompts.resume_note("context exhausted", committed))
-        state["resume"] = False
+        task = prompts.implement(ctx.m, str(ctx.path), prompts.resume_note("context exhausted", committed))
+        state.update(task=task, prompt=task, resume=False)
         return Outcome("context", kind.message, tally.recoveries <= ctx.s.config.recovery.max_attempts)
     if run.killed:
         tally.watchdog_kills += 1  # a killed run counts as transient once, then fails
@@ -356,6 +371,7 @@ def _one_run(
     prompt_file.parent.mkdir(parents=True, exist_ok=True)
     prompt_file.write_text(state["prompt"], encoding="utf-8")
     resume = tally.session_id if state["resume"] and role != "review" and tally.session_id else None
+    state["resumed"] = resume is not None
     inv = agents.build_invocation(
         agent,
         role=role,

@@ -43,6 +43,13 @@ def continue_after_limit() -> str:
     )
 
 
+def continue_after_error(error: str) -> str:
+    return (
+        f"Your previous run stopped on an error ({error[:200]}). Continue the same task from where "
+        "you stopped; check the files in the worktree first."
+    )
+
+
 def review(m: Milestone, worktree: str, diff: str, review_file: str) -> str:
     return "\n".join(
         [

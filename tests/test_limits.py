@@ -208,19 +208,19 @@ USAGE_LIMITS = [
 @pytest.mark.parametrize(("preset", "text", "reset"), USAGE_LIMITS)
 def test_usage_limit_texts_with_their_reset(preset: str, text: str, reset: float | None) -> None:
     found = classify(preset, 1, f"some earlier output\n{text}\n", NOW)
-    assert found == Classification("usage_limit", reset, text)
+    assert found == Classification("usage_limit", reset, text, reset_exact="|" in text)
 
 
 @pytest.mark.parametrize(("preset", "text", "reset"), USAGE_LIMITS[:10])
 def test_claude_limit_as_error_result_and_synthetic_message(preset: str, text: str, reset: float | None) -> None:
     output = stream(assistant(text, model="<synthetic>"), result(text, is_error=True, status=429))
-    assert classify(preset, 1, output, NOW) == Classification("usage_limit", reset, text)
+    assert classify(preset, 1, output, NOW) == Classification("usage_limit", reset, text, reset_exact="|" in text)
 
 
 def test_old_limit_reported_as_a_success_with_exit_0() -> None:
     output = result("Claude AI usage limit reached|1750708800") + "\n"
     assert classify("claude", 0, output, NOW) == Classification(
-        "usage_limit", 1750708800.0, "Claude AI usage limit reached|1750708800"
+        "usage_limit", 1750708800.0, "Claude AI usage limit reached|1750708800", reset_exact=True
     )
 
 
@@ -805,6 +805,7 @@ def test_message_is_one_line_of_at_most_300_chars() -> None:
                 "usage_limit",
                 1795246673.0,
                 "You've hit your session limit \u00b7 resets 7:37am (UTC)",
+                reset_exact=True,
             ),
         ),
     ],
