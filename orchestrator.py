@@ -287,6 +287,7 @@ class Runner:
         self.validator = MilestoneValidator(self.cfg.validation, self.agent_env, tuple(secrets.values()))
         self.store: StateStore
         self.interrupts = 0
+        self._fatal: MilestoneResult | None = None  # an auth failure: every task stops
 
     def run(self) -> int:
         if not git.has_commits(self.root):
@@ -417,14 +418,14 @@ class Runner:
             for m in todo
         ]
         results = self._run_jobs(jobs)
+        if self._fatal is not None:
+            return self._cannot_authenticate(stage, self._fatal)
         if self.stop.is_set() or any(r.status == "interrupted" for r in results):
             return self._interrupted()
         failed = [r for r in results if r.status != "done"]
         if failed:
             for r in failed:
                 self.say(f"  {r.id} {r.status}: {r.reason.splitlines()[0] if r.reason else ''}")
-            if any(r.fatal for r in failed):
-                self.say("stopping: the agent cannot authenticate; fix the login or API key and run again")
             self.store.update_run(status="failed", finished_at=time.time(), message=f"stage {stage} not merged")
             self.render()
             self.say(
@@ -452,10 +453,31 @@ class Runner:
                 except queue.Empty:
                     self._check_stop_requests()
                     continue
+                if self._fatal is not None and isinstance(event, MilestoneResult) and event.status == "interrupted":
+                    event = event._replace(reason=f"stopped: the agent of {self._fatal.id} could not authenticate")
                 result = self._apply(event)
                 if result is not None:
                     results.append(result)
+                if result is not None and result.fatal and self._fatal is None:
+                    self._stop_every_task(result, jobs)
         return results
+
+    def _stop_every_task(self, fatal: MilestoneResult, jobs: list[Job]) -> None:
+        """An agent that cannot log in fails every task the same way: stop them all now."""
+        self._fatal = fatal
+        self.say(f"stopping every task: {fatal.id} could not authenticate")
+        for job in jobs:
+            self._stop_for(job.milestone.id).set()
+
+    def _cannot_authenticate(self, stage: int, fatal: MilestoneResult) -> int:
+        presets = dict.fromkeys(a.preset for a in (self.cfg.agent, self.cfg.review.agent) if a is not None)
+        fix = "; ".join(agents.auth_hint(p) for p in presets)
+        reason = fatal.reason.removeprefix("auth: ").splitlines()[0]
+        message = f"the agent cannot authenticate ({reason}): {fix}, then run again"
+        self.store.update_run(status="failed", finished_at=time.time(), message=message)
+        self.render()
+        self.say(f"stage {stage} stopped: {message}")
+        return 1
 
     def _work(self, services: Services, job: Job) -> None:
         try:
@@ -530,12 +552,9 @@ class Runner:
 
     def _record_result(self, r: MilestoneResult) -> None:
         rec = self._record(r.id)
-        reason = (
-            "stopped by user"
-            if r.status == "interrupted" and self._stop_for(r.id).is_set() and not self.stop.is_set()
-            else r.reason
-        )
-        status = "failed" if r.status == "interrupted" and not self.stop.is_set() else r.status
+        stopped_alone = r.status == "interrupted" and not self.stop.is_set() and self._fatal is None
+        reason = "stopped by user" if stopped_alone and self._stop_for(r.id).is_set() else r.reason
+        status = "failed" if stopped_alone else r.status  # `stop <ID>`: that milestone fails, the rest go on
         self.store.put(
             update(
                 rec,

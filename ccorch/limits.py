@@ -189,7 +189,8 @@ _GENERIC = (
     # You will regain access on 2025-07-01 at 00:00 UTC."
     _p("usage_limit", r"You have reached your specified API usage limits"),
     _p("auth", r"\bcredit balance is too low\b", re.IGNORECASE),
-    _p("context", r"^Prompt is too long(?:\s*$|[:.])", re.IGNORECASE),
+    # Claude 2.1.197: "Prompt is too long · the request is ~212345 tokens (limit 200000) …"
+    _p("context", rf"^Prompt is too long(?:\s*$|[:.]|\s+{_DOT})", re.IGNORECASE),
     _p("context", r"\bprompt is too long: \d+ tokens"),
     _p("context", r"^Context limit reached\b", re.IGNORECASE),
     _p("context", r"^Conversation compacted\b", re.IGNORECASE),

@@ -323,8 +323,11 @@ def _attempt(ctx: _Context, role: str, state: dict[str, Any], extra_env: Mapping
             _go_on(ctx, agent, role, state, prompts.continue_after_limit())
             continue
         outcome = _setback(ctx, state, run, kind)
+        if outcome.kind == "context" and outcome.retryable:  # bounded by recovery.max_attempts alone
+            _log_line(ctx, f"context exhausted ({outcome.message}); a fresh session goes on from the files")
+            continue
         _log_line(ctx, f"{outcome.kind}: {outcome.message}" + ("; retrying" if outcome.retryable else ""))
-        if outcome.retryable and outcome.kind != "context":
+        if outcome.retryable:
             _go_on(ctx, agent, role, state, prompts.continue_after_error(outcome.message))
         return outcome
 

@@ -429,6 +429,13 @@ AUTH = [
 CONTEXT = [
     ("claude", "Prompt is too long"),
     (
+        "claude",  # 2.1.197, on a 400 "prompt is too long: 212345 tokens > 200000 maximum"
+        (
+            "Prompt is too long \u00b7 the request is ~212345 tokens (limit 200000) but this conversation is only "
+            "~1535 tokens \u2014 the rest is system prompt, tool definitions, and attachment content."
+        ),
+    ),
+    (
         "claude",
         (
             'API Error: 400 {"type":"error","error":{"type":"invalid_request_error","message":'
