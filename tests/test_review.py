@@ -58,6 +58,8 @@ def test_review_fails_once_then_the_findings_reach_remediation_verbatim(project:
     assert [c["role"] for c in starts(project)] == ["implement", "review", "remediate", "review"]
     first_review, second_review = starts(project, "review")
     assert "+v1" in first_review["prompt"] and "Write `app.txt` saying v2." in first_review["prompt"]
+    review_file = project.root / ".orchestrator" / "prompts" / "1A-review-1.json"
+    assert str(review_file) in first_review["prompt"] and "`VERDICT: FAIL`" in first_review["prompt"]
     assert "+v2" in second_review["prompt"]  # re-reviewed: the remediation is in the diff against the base
     remediation = starts(project, "remediate")[0]
     for finding in FINDINGS:
@@ -94,8 +96,8 @@ def test_failing_check_output_reaches_remediation_verbatim(project: Project) -> 
 
 
 def test_findings_and_failing_checks_together(project: Project) -> None:
-    project.milestone("1A", exit_checks=["a lint passes (`test ! -f lint.err || { cat lint.err; exit 1; }`)"])
-    project.commit_plan()
+    check = "a lint passes (`test ! -f lint.err || { cat lint.err; exit 1; }`)"
+    edits = one_milestone(project, exit_checks=[check])
     project.script(
         {
             "1A": {
@@ -111,6 +113,7 @@ def test_findings_and_failing_checks_together(project: Project) -> None:
     second_fix = starts(project, "remediate")[1]["prompt"]
     assert "LINT: line too long" in second_fix
     assert "add a lint" not in second_fix  # only the current round's problems
+    edits.assert_intact()
 
 
 def test_reviewer_that_always_fails_fails_the_milestone_and_merges_nothing(project: Project) -> None:
@@ -200,16 +203,17 @@ def test_no_verdict_is_retried_once_then_counts_as_a_failure(project: Project) -
 
 
 def test_a_verdict_on_the_retry_counts(project: Project) -> None:
-    one_milestone(project)
+    edits = one_milestone(project)
     project.script({"1A": {"review": [{"verdict_via": "none"}, {"verdict": "pass"}]}})
     out = project.run()
     assert out.returncode == 0, out.stdout + out.stderr
     assert len(starts(project, "review")) == 2
     assert record(project)["review_rounds"] == 1
+    edits.assert_intact()
 
 
 def test_review_agent_is_used_for_reviews_only(project: Project, tmp_path: Path) -> None:
-    one_milestone(project)
+    edits = one_milestone(project)
     reviewer_log = tmp_path / "reviewer.jsonl"
     reviewer = {
         "preset": "command",
@@ -230,6 +234,7 @@ def test_review_agent_is_used_for_reviews_only(project: Project, tmp_path: Path)
     reviews = [json.loads(line) for line in reviewer_log.read_text().splitlines()]
     assert [c["role"] for c in reviews if c["event"] == "start"] == ["review", "review"]
     assert "- from the other reviewer" in starts(project, "remediate")[0]["prompt"]
+    edits.assert_intact()
 
 
 def test_review_disabled_skips_reviews(project: Project) -> None:
