@@ -33,6 +33,9 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 import fake_anthropic as fa  # noqa: E402
 from claude_support import find_claude_cli  # noqa: E402
 
+sys.path.insert(0, str(HERE.parent))
+from ccorch.config import RateLimitConfig  # noqa: E402
+
 TARGET_SECONDS = 5.0
 
 
@@ -117,12 +120,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     runs = [measure(cli, args.tasks, args.ahead, args.grace) for _ in range(args.runs)]
     worst = [r["worst"] for r in runs]
+    grace = RateLimitConfig().grace_seconds if args.grace is None else args.grace
     summary = {
         "benchmark": "usage limit reset -> next agent request",
         "cli": cli,
         "tasks": args.tasks,
-        "grace_seconds": args.grace if args.grace is not None else "default",
+        "grace_seconds": grace,
         "median_worst_seconds": round(statistics.median(worst), 3),
+        "median_worst_after_grace_seconds": round(statistics.median(worst) - grace, 3),
         "max_seconds": max(worst),
         "target_seconds": TARGET_SECONDS,
         "runs": runs,
@@ -136,6 +141,10 @@ def main(argv: list[str] | None = None) -> int:
         f"usage limit reset -> next agent request: median {summary['median_worst_seconds']:.2f} s, "
         f"max {max(worst):.2f} s over {args.runs} runs of {args.tasks} parallel tasks "
         f"(target < {TARGET_SECONDS:g} s; the seed waited a fixed 300 s) {verdict}"
+    )
+    print(
+        f"of which rate_limit.grace_seconds {grace:g} s; the rest (median "
+        f"{statistics.median(worst) - grace:.2f} s) is the runner restarting the agent and the CLI's start"
     )
     print(f"details: {path}")
     return 0 if verdict == "OK" else 1
