@@ -390,6 +390,7 @@ def _one_run(
         tally.session_id = inv.session_id
         state["resume"] = True  # from now on this session exists: later runs continue it
     s.emit(Progress(m.id, {"role": role, **tally.fields()}))
+    head = git.rev_parse(ctx.path, "HEAD") if _judged_by_git(agent, role) else None
     run = agents.run_agent(
         inv,
         cwd=ctx.path,
@@ -400,9 +401,21 @@ def _one_run(
         watch=agents.Watch(s.stop_for(m.id), _on_start(ctx), _line_reporter(ctx)),
     )
     kind = s.rate_limits.classify(agent.preset, run)
+    if kind.kind == "ok" and head is not None and _unchanged(ctx, head):
+        kind = limits.Classification("transient", None, f"{agent.preset} exited 0 without changing anything")
     tally.add(limits.read_report(run.output))
     s.emit(Progress(m.id, {"agent_pid": 0, "agent_started": 0.0, **tally.fields()}))
     return run, kind
+
+
+def _judged_by_git(agent: AgentConfig, role: str) -> bool:
+    # Aider exits 0 when it gives up on rate limits (captures/aider_429): when its output
+    # does not say so, a run that changed nothing in git did not succeed either.
+    return agent.preset == "aider" and role in ("implement", "remediate")
+
+
+def _unchanged(ctx: _Context, head: str) -> bool:
+    return git.rev_parse(ctx.path, "HEAD") == head and not git.status_paths(ctx.path)
 
 
 def _on_start(ctx: _Context) -> Callable[[int, float], None]:
