@@ -319,10 +319,10 @@ class WorktreeManager:
                 return _MergeFailure(f"the resolver left conflict markers in {', '.join(conflicted)}", conflicted)
             git.commit_merge(path, parents, messages)
             notes.append(f"{mid}: the resolver fixed the conflicts in {', '.join(conflicted)}")
-        failure = validate(path)
+        failure = _validated(path, validate)
         if failure and resolve is not None and resolve(path, [], failure):
             git.commit_all(path, f"Fix integration of milestone {mid}\n\nMilestone-Fix: {mid}")
-            failure = validate(path)
+            failure = _validated(path, validate)
             notes += [] if failure else [f"{mid}: the resolver fixed the tests after the merge"]
         return _MergeFailure(f"after merging {branch} the validation fails: {failure}") if failure else None
 
@@ -381,6 +381,14 @@ class WorktreeManager:
             tasks.unlink()
         else:
             git.git(checkout, "checkout", head, "--", self.tasks_file)
+
+
+def _validated(path: Path, validate: Callable[[Path], str | None]) -> str | None:
+    # The merge is committed: whatever the tests leave behind is not work, and must not
+    # be swept into the next commit (a resolver fix, the TASKS.md commit).
+    failure = validate(path)
+    git.discard_changes(path)
+    return failure
 
 
 def _has_conflict_markers(cwd: Path, paths: Sequence[str]) -> bool:

@@ -222,3 +222,25 @@ def test_untracked_user_file_where_the_stage_adds_one_stops_the_move(project: Pr
     assert (project.root / "1A.txt").read_text() == "mine, not committed\n"
     assert project.show("1A.txt", "orchestrator/stage-1").startswith("work of 1A")
     edits.assert_intact()
+
+
+def test_files_left_by_the_tests_are_never_committed(project: Project) -> None:
+    """test_command runs in every worktree; what it leaves behind is not work and never reaches a commit."""
+    conflicting_stage(project)  # a resolver merge commit and the TASKS.md commit, both after test runs
+    project.configure(validation={"test_command": "echo ran >> test-artifact.log && mkdir -p cache && touch cache/x"})
+    project.script(
+        {
+            "1A": {
+                "implement": [{"write": {"shared.txt": ORIGINAL.replace("original", "from 1A")}}],
+                "review": [{"verdict": "fail", "findings": ["again"]}, {"verdict": "pass"}],
+            },
+            "1B": {"implement": [{"write": {"shared.txt": ORIGINAL.replace("original", "from 1B")}}]},
+        }
+    )
+    out = project.run()
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "remediate" in [c["role"] for c in project.agent_calls()]
+    assert project.git("log", "--all", "--format=%H", "--", "test-artifact.log", "cache") == ""
+    assert (
+        "the checks left cache/x, test-artifact.log behind; discarded" in (project.root / "logs" / "1A.log").read_text()
+    )
