@@ -173,12 +173,17 @@ class SystemMonitor:
         s = sample or self.sample()
         c = self._config
         if s.disk_free_gb < c.min_free_disk_gb:
-            return f"free disk {s.disk_free_gb:.1f} GB is below monitor.min_free_disk_gb {c.min_free_disk_gb:g}"
+            return _disk_reason(s.disk_free_gb, c)
         if s.memory_percent > c.max_memory_percent:
             return f"memory {s.memory_percent:.0f}% is above monitor.max_memory_percent {c.max_memory_percent:g}"
         if s.cpu_percent > c.max_cpu_percent:
             return f"CPU {s.cpu_percent:.0f}% (average) is above monitor.max_cpu_percent {c.max_cpu_percent:g}"
         return None
+
+    def disk_shortage(self) -> str | None:
+        """Free disk alone (before a worktree is made): the reason when below monitor.min_free_disk_gb."""
+        free = self._probe.disk_free_gb(self._root)
+        return _disk_reason(free, self._config) if free < self._config.min_free_disk_gb else None
 
     def wait_until_ok(self, stop: threading.Event, on_hold: Callable[[str | None], None]) -> str | None:
         """None once resources allow a start; the reason if they did not within max_wait_minutes."""
@@ -193,6 +198,10 @@ class SystemMonitor:
             reason = self.hold_reason()
         on_hold(None)
         return None
+
+
+def _disk_reason(free_gb: float, c: MonitorConfig) -> str:
+    return f"free disk {free_gb:.1f} GB is below monitor.min_free_disk_gb {c.min_free_disk_gb:g}"
 
 
 class Integration(NamedTuple):

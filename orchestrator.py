@@ -10,19 +10,21 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import contextlib
 import logging
 import os
 import queue
+import shutil
 import signal
 import sys
 import threading
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from ccorch import agents, git, render
+from ccorch import agents, faults, git, render
 from ccorch import config as configuration
 from ccorch.errors import (
     EXIT_INTERNAL,
@@ -288,6 +290,8 @@ class Runner:
         self.store: StateStore
         self.interrupts = 0
         self._fatal: MilestoneResult | None = None  # an auth failure: every task stops
+        self._stop_checked = 0.0
+        self._live_agents: dict[str, int] = {}  # milestone -> agent pid (0 when none), written by workers
 
     def run(self) -> int:
         if not git.has_commits(self.root):
@@ -298,6 +302,7 @@ class Runner:
             if lock.notice:
                 self.say(f"notice: {lock.notice}")
             self._install_signal_handlers()
+            faults.hit("runner-start")
             try:
                 return self._run_locked()
             finally:
@@ -313,6 +318,7 @@ class Runner:
         merged = self._reconcile()
         self._refuse_plain_run_after_interrupt()
         self._stop_orphans()
+        self._tidy(merged)
         targets = self._select(merged)
         if not targets:
             self.say("nothing to do: every selected milestone is merged")
@@ -326,6 +332,8 @@ class Runner:
         self.store.update_run(status="running", pid=os.getpid(), started_at=time.time(), message="")
         self.render()
         for stage, milestones in targets:
+            if self.stop.is_set():
+                return self._interrupted()
             code = self._run_stage(stage, milestones)
             if code != EXIT_OK:
                 return code
@@ -360,15 +368,29 @@ class Runner:
             )
 
     def _stop_orphans(self) -> None:
-        from ccorch import proc
-        from ccorch.lock import _create_time
+        """Agents of a runner that died may still be writing: stop them before their worktrees are reused."""
+        from ccorch import orphans
 
-        for rec in self.store.milestones().values():
-            if rec.agent_pid and rec.agent_started and abs(_create_time(rec.agent_pid) - rec.agent_started) < 1.0:
-                self.say(f"{rec.id}: stopping agent pid {rec.agent_pid} left running by the previous run")
-                proc.kill_pid_group(rec.agent_pid)
+        records = self.store.milestones().values()
+        recorded = [orphans.Recorded(r.id, r.agent_pid, r.agent_started) for r in records]
+        for orphan in orphans.find(recorded, self.root / self.cfg.worktree_dir):
+            self.say(f"{orphan.milestone}: stopping agent pid {orphan.pid} left running by the previous run")
+            orphans.stop(orphan)
+        for rec in records:
             if rec.agent_pid:
                 self.store.put(update(rec, agent_pid=0, agent_started=0.0))
+
+    def _tidy(self, merged: dict[str, str]) -> None:
+        """What a runner killed mid-way leaves behind: its integration, worktrees of merged milestones, temp files."""
+        shutil.rmtree(self.state_dir / "control", ignore_errors=True)  # stop requests were for that run
+        tasks = self.root / self.cfg.tasks_file
+        for leftover in tasks.parent.glob(f".{tasks.name}.*.tmp"):  # render.write_atomic's, from a kill
+            leftover.unlink(missing_ok=True)
+        self.worktrees.drop_integration()
+        git.prune_worktrees(self.root)
+        branches = set(git.branches(self.root, "milestone/*"))
+        if not self.cfg.keep_worktrees:
+            self._cleanup([m for m in self.p.plan.milestones if m.id in merged and f"milestone/{m.id}" in branches])
 
     def _select(self, merged: dict[str, str]) -> list[tuple[int, list[Milestone]]]:
         plan, a = self.p.plan, self.args
@@ -447,20 +469,35 @@ class Runner:
         with concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="milestone") as pool:
             for job in jobs:
                 pool.submit(self._work, services, job)
-            while len(results) < len(jobs):
-                try:
-                    event = self.events.get(timeout=1.0)
-                except queue.Empty:
-                    self._check_stop_requests()
-                    continue
-                if self._fatal is not None and isinstance(event, MilestoneResult) and event.status == "interrupted":
-                    event = event._replace(reason=f"stopped: the agent of {self._fatal.id} could not authenticate")
-                result = self._apply(event)
-                if result is not None:
-                    results.append(result)
-                if result is not None and result.fatal and self._fatal is None:
-                    self._stop_every_task(result, jobs)
+            with self._stopping_agents_on_error():
+                self._collect(jobs, results)
         return results
+
+    @contextlib.contextmanager
+    def _stopping_agents_on_error(self) -> Iterator[None]:
+        """A state write that fails (a full disk) must not leave the agents running on while the pool waits."""
+        try:
+            yield
+        except BaseException:
+            self.stop.set()
+            for event in list(self._stops.values()):
+                event.set()
+            raise
+
+    def _collect(self, jobs: list[Job], results: list[MilestoneResult]) -> None:
+        while len(results) < len(jobs):
+            self._check_stop_requests()  # on every pass: a steady stream of events must not starve it
+            try:
+                event = self.events.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            if self._fatal is not None and isinstance(event, MilestoneResult) and event.status == "interrupted":
+                event = event._replace(reason=f"stopped: the agent of {self._fatal.id} could not authenticate")
+            result = self._apply(event)
+            if result is not None:
+                results.append(result)
+            if result is not None and result.fatal and self._fatal is None:
+                self._stop_every_task(result, jobs)
 
     def _stop_every_task(self, fatal: MilestoneResult, jobs: list[Job]) -> None:
         """An agent that cannot log in fails every task the same way: stop them all now."""
@@ -501,14 +538,26 @@ class Runner:
             log_dir=self.log_dir,
             prompt_dir=self.state_dir / "prompts",
             stop_for=self._stop_for,
-            emit=self.events.put,
+            emit=self._emit,
             clock=time.time,
         )
 
     def _stop_for(self, milestone_id: str) -> threading.Event:
-        return self._stops.setdefault(milestone_id, threading.Event())
+        event = self._stops.setdefault(milestone_id, threading.Event())
+        if self.stop.is_set():
+            event.set()  # asked for after a stop (an integration's resolver): stopped too
+        return event
+
+    def _emit(self, event: object) -> None:
+        """Workers' events go to the main thread; an agent's pid is also known at once, for a second Ctrl-C."""
+        if isinstance(event, Progress) and "agent_pid" in event.changes:
+            self._live_agents[event.milestone_id] = event.changes["agent_pid"]
+        self.events.put(event)
 
     def _check_stop_requests(self) -> None:
+        if time.monotonic() - self._stop_checked < 0.3:
+            return
+        self._stop_checked = time.monotonic()
         control = self.state_dir / "control"
         for request in control.glob("stop-*") if control.exists() else []:
             target = request.name.removeprefix("stop-")
@@ -541,8 +590,7 @@ class Runner:
                 self.store.update_run(hold_reason=event.reason)
                 self.say(f"holding new agent starts: {event.reason}" if event.reason else "resources recovered")
         elif isinstance(event, MilestoneResult):
-            self._record_result(event)
-            return event
+            return self._record_result(event)
         return None
 
     def _record(self, milestone_id: str) -> MilestoneState:
@@ -550,11 +598,11 @@ class Runner:
         assert m is not None
         return self.store.get(milestone_id) or MilestoneState(id=m.id, stage=m.stage, title=m.title)
 
-    def _record_result(self, r: MilestoneResult) -> None:
+    def _record_result(self, r: MilestoneResult) -> MilestoneResult:
+        if r.status == "interrupted" and not self.stop.is_set() and self._fatal is None:  # `stop <ID>`: it fails
+            r = r._replace(status="failed", reason="stopped by user" if self._stop_for(r.id).is_set() else r.reason)
         rec = self._record(r.id)
-        stopped_alone = r.status == "interrupted" and not self.stop.is_set() and self._fatal is None
-        reason = "stopped by user" if stopped_alone and self._stop_for(r.id).is_set() else r.reason
-        status = "failed" if stopped_alone else r.status  # `stop <ID>`: that milestone fails, the rest go on
+        status, reason = r.status, r.reason
         self.store.put(
             update(
                 rec,
@@ -571,6 +619,7 @@ class Runner:
             + (f": {reason.splitlines()[0][:120]}" if reason and status != "done" else "")
         )
         self.render()
+        return r
 
     def _interrupted(self) -> int:
         for rec in self.store.milestones().values():
@@ -585,12 +634,17 @@ class Runner:
 
     def _integrate(self, stage: int, milestones: list[Milestone]) -> int:
         self.say(f"stage {stage}: merging {', '.join(m.id for m in milestones)}")
-        resolver = None  # a resolve agent run, when configured, replaces this (see ccorch.integration)
         from ccorch.integration import make_resolver
 
         resolver = make_resolver(self._services(), stage, milestones)
         old = self.worktrees.base_commit()
-        result = self.worktrees.integrate([(m.id, m.title) for m in milestones], self.validator.merged, resolver)
+        short = self._wait_for_disk()
+        if short:
+            return self._interrupted() if self.stop.is_set() else self._no_disk(stage, short)
+        result = self.worktrees.integrate([(m.id, m.title) for m in milestones], self._after_merge, resolver)
+        if self.stop.is_set():  # nothing has moved yet: drop the half-done integration, resume redoes it
+            self.worktrees.drop_integration()
+            return self._interrupted()
         for note in result.notes:
             self.say(f"  {note}")
         if not result.ok:
@@ -598,14 +652,37 @@ class Runner:
         merged = self._mark_merged(milestones, result.merges)
         self._commit_tasks_file(stage, merged)
         new = git.rev_parse(self.worktrees.integration_path, "HEAD") or result.commit
+        faults.hit("move-base")
         blocking = self.worktrees.move_base(old, new)
         if blocking:
             return self._base_blocked(stage, milestones, blocking)
         self.worktrees.drop_integration()
+        self.store.put(*merged.values())  # only now: the base branch holds the merges
         self._cleanup(milestones)
         self.render()
         self.say(f"stage {stage} merged into {self.worktrees.base_branch} ({new[:10]})")
         return EXIT_OK
+
+    def _wait_for_disk(self) -> str | None:
+        """Hold while free disk is short (the integration worktree needs room), up to monitor.max_wait_minutes."""
+        deadline = time.monotonic() + self.cfg.monitor.max_wait_minutes * 60
+        short = self.monitor.disk_shortage()
+        while short and time.monotonic() < deadline and not self.stop.wait(self.cfg.monitor.interval_seconds):
+            short = self.monitor.disk_shortage()
+        return short
+
+    def _no_disk(self, stage: int, short: str) -> int:
+        message = f"stage {stage} not merged: {short}; free some space, then run again"
+        self.store.update_run(status="failed", finished_at=time.time(), message=message)
+        self.render()
+        self.say(message)
+        return 1
+
+    def _after_merge(self, path: Path) -> str | None:
+        faults.hit("merge")
+        if self.stop.is_set():
+            return "stopped by the user"
+        return self.validator.merged(path)
 
     def _mark_merged(self, milestones: list[Milestone], merges: dict[str, str]) -> dict[str, MilestoneState]:
         return {
@@ -617,7 +694,6 @@ class Runner:
         text = render.tasks_markdown(render.snapshot(self.p.plan, records, self.store.run()))
         render.write_atomic(self.worktrees.integration_path / self.cfg.tasks_file, text)
         git.commit_all(self.worktrees.integration_path, f"Update {self.cfg.tasks_file}: stage {stage} merged")
-        self._pending_merged = merged
 
     def _integration_failed(self, stage: int, milestones: list[Milestone], result: Integration) -> int:
         from ccorch.integration import finish_by_hand
@@ -650,7 +726,6 @@ class Runner:
         return 1
 
     def _cleanup(self, milestones: list[Milestone]) -> None:
-        self.store.put(*self._pending_merged.values())
         if self.cfg.keep_worktrees:
             return
         for m in milestones:
@@ -715,9 +790,9 @@ class Runner:
     def _kill_now(self) -> None:
         from ccorch import proc
 
-        for rec in self.store.milestones().values():
-            if rec.agent_pid:
-                proc.kill_pid_group(rec.agent_pid, grace=0)
+        for pid in list(self._live_agents.values()):
+            if pid:
+                proc.kill_pid_group(pid, grace=0)
         os._exit(EXIT_INTERRUPTED)
 
 

@@ -56,7 +56,7 @@ class Invocation(NamedTuple):
 class AgentRun(NamedTuple):
     returncode: int | None  # None: we killed it
     output: str  # the tail of what it printed (the full output is in its log)
-    killed: str | None  # "timeout", "idle", "stopped" or None
+    killed: str | None  # "timeout", "idle", "stopped", "context" (it said so) or None
     duration: float
     pid: int
 
@@ -67,6 +67,7 @@ class Watch(NamedTuple):
     stop: threading.Event
     on_start: Callable[[int, float], None]
     on_line: Callable[[str], None]
+    end_on: Callable[[str], str | None] | None = None  # a line that ends the run (context used up)
 
 
 def auth_hint(preset: str) -> str:
@@ -208,7 +209,7 @@ def run_agent(
         except OSError as e:
             raise UsageError(f"cannot start agent `{inv.argv[0]}`: {e.strerror}") from None
         watch.on_start(process.pid, _create_time(process.pid))
-        reader = _Reader(process, log, watch.on_line, clock)
+        reader = _Reader(process, log, watch.on_line, clock, watch.end_on)
         reader.start()
         _feed_stdin(process, inv.stdin)
         killed = _supervise(process, reader, started, timeout_s, idle_s, watch.stop, clock)
@@ -251,6 +252,8 @@ def _supervise(
         reason = (
             "stopped"
             if stop.is_set()
+            else "context"
+            if reader.ended
             else "timeout"
             if now - started > timeout_s
             else "idle"
@@ -280,11 +283,14 @@ class _Reader(threading.Thread):
         log: object,
         on_line: Callable[[str], None],
         clock: Callable[[], float],
+        end_on: Callable[[str], str | None] | None = None,
     ) -> None:
         super().__init__(daemon=True)
         self._process = process
         self._log = log
         self._on_line = on_line
+        self._end_on = end_on
+        self.ended = ""  # why the output says the run should end
         self._clock = clock
         self._lines: collections.deque[str] = collections.deque(maxlen=_OUTPUT_LINES_KEPT)
         self.last_activity = clock()
@@ -300,6 +306,8 @@ class _Reader(threading.Thread):
                 line = raw.decode("utf-8", "replace").rstrip("\r\n")
                 self._lines.append(line[:_LINE_CHARS_KEPT])
                 self._on_line(line)
+                if self._end_on is not None and not self.ended:
+                    self.ended = self._end_on(line) or ""
         except (OSError, ValueError):
             pass
         finally:

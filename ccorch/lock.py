@@ -1,21 +1,30 @@
-"""One runner per project: a lock file naming its holder (pid, host, start time)."""
+"""One runner per project: a lock file naming its holder (pid, host, start time).
+
+The file is held with an OS lock (flock; a byte-range lock on Windows) for the whole run. The
+OS drops it when the holder dies, even by `kill -9`, so a lock left by a dead runner is taken
+over, and two runners starting at once cannot both take over the same stale lock.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import socket
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from ccorch.errors import UsageError
 
+_WINDOWS_LOCK_OFFSET = 1 << 20  # lock a byte past the JSON, so others can still read who holds it
+
 
 class RunLock:
     def __init__(self, state_dir: Path) -> None:
         self.path = state_dir / "lock"
         self.notice = ""
+        self._fd: int | None = None
 
     def __enter__(self) -> RunLock:
         self.acquire()
@@ -26,32 +35,88 @@ class RunLock:
 
     def acquire(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        for _ in range(3):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                self._handle_existing()
-                continue
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(_me(), f)
-            return
+        for _ in range(10):
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            if not _try_lock(fd):
+                os.close(fd)
+                raise UsageError(_held_message(self.path, read_holder(self.path)))
+            if _is_current(fd, self.path):
+                self._take(fd)
+                return
+            os.close(fd)  # the holder removed the file as we opened it: open the new one
         raise UsageError(f"could not take the lock {self.path}; remove it if no orchestrator is running")
 
-    def _handle_existing(self) -> None:
-        holder = read_holder(self.path)
-        if holder is not None and holder_alive(holder):
-            raise UsageError(
-                f"another orchestrator is running in this project (pid {holder.get('pid')} on "
-                f"{holder.get('host')}, since {time.ctime(float(holder.get('started', 0)))}); "
-                "wait for it, or stop it with `python orchestrator.py stop`"
-            )
-        self.notice = f"took over a stale lock left by pid {holder.get('pid') if holder else '?'} (no longer running)"
-        self.path.unlink(missing_ok=True)
+    def _take(self, fd: int) -> None:
+        previous = _read_fd(fd)
+        if previous and previous.get("host") not in (None, socket.gethostname()):
+            os.close(fd)  # a runner on another machine sharing this folder: its pid cannot be checked here
+            raise UsageError(_held_message(self.path, previous) + f"; if it is not running, delete {self.path}")
+        if previous is not None:
+            self.notice = f"took over a stale lock left by pid {previous.get('pid', '?')} (no longer running)"
+        data = json.dumps(_me()).encode()
+        os.ftruncate(fd, 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, data)
+        os.fsync(fd)
+        self._fd = fd
 
     def release(self) -> None:
-        holder = read_holder(self.path)
-        if holder is not None and holder.get("pid") == os.getpid():
+        if self._fd is None:
+            return
+        if sys.platform == "win32":
+            os.close(self._fd)
             self.path.unlink(missing_ok=True)
+        else:
+            self.path.unlink(missing_ok=True)  # still held: nobody can take this file meanwhile
+            os.close(self._fd)
+        self._fd = None
+
+
+def _held_message(path: Path, holder: dict[str, Any] | None) -> str:
+    who = "another orchestrator is running in this project"
+    if holder:
+        since = time.ctime(float(holder.get("started", 0)))
+        who += f" (pid {holder.get('pid')} on {holder.get('host')}, since {since})"
+    return f"{who}; wait for it, or stop it with `python orchestrator.py stop`"
+
+
+def _try_lock(fd: int) -> bool:
+    if sys.platform == "win32":
+        import msvcrt
+
+        os.lseek(fd, _WINDOWS_LOCK_OFFSET, os.SEEK_SET)
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        except OSError:
+            return False
+        return True
+    import fcntl
+
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    return True
+
+
+def _is_current(fd: int, path: Path) -> bool:
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(path))
+    except OSError:
+        return False
+
+
+def _read_fd(fd: int) -> dict[str, Any] | None:
+    """The previous holder's record; {} when the file holds something unreadable, None when empty."""
+    os.lseek(fd, 0, os.SEEK_SET)
+    raw = os.read(fd, 64 * 1024)
+    if not raw.strip():
+        return None
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return {}  # half-written by a runner killed while taking the lock
+    return data if isinstance(data, dict) else {}
 
 
 def _me() -> dict[str, Any]:

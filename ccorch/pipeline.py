@@ -11,6 +11,7 @@ import dataclasses
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -87,6 +88,7 @@ class _Tally:
     output_tokens: int = 0
     watchdog_kills: int = 0
     recoveries: int = 0
+    crashes: int = 0  # failed runs in a row; with recoveries, carried over when a run resumes
 
     def add(self, report: limits.AgentReport) -> None:
         self.cost_usd += report.cost_usd or 0.0
@@ -101,6 +103,7 @@ class _Tally:
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
             "recoveries": self.recoveries,
+            "crashes": self.crashes,
         }
 
 
@@ -116,19 +119,25 @@ def run_milestone(s: Services, job: Job) -> MilestoneResult:
     m, prev = job.milestone, job.previous
     tally = _Tally()
     if prev:
+        resumed = prev.status in ("running", "interrupted")  # after a failure, a new run starts afresh
         tally = _Tally(
             prev.attempts,
             prev.session_id,
             prev.cost_usd,
             prev.input_tokens,
             prev.output_tokens,
-            recoveries=prev.recoveries,
+            recoveries=prev.recoveries if resumed else 0,
+            crashes=prev.crashes if resumed else 0,
         )
     s.emit(
         Progress(
             m.id, {"status": "running", "started_at": s.clock(), "reason": "", "role": "prepare", "finished_at": 0.0}
         )
     )
+    if not s.worktrees.path_for(m.id).exists():  # a new worktree needs disk (monitor.min_free_disk_gb)
+        held = s.monitor.wait_until_ok(s.stop_for(m.id), lambda reason: s.emit(Held(reason or "")))
+        if held:
+            return MilestoneResult(m.id, "interrupted" if held == "stopped" else "failed", f"resources: {held}")
     try:
         path = s.worktrees.ensure(m.id, job.base, reuse=job.reuse_branch)
     except OrchestratorError as e:
@@ -311,6 +320,7 @@ def _attempt(ctx: _Context, role: str, state: dict[str, Any], extra_env: Mapping
             return Outcome("interrupted" if held == "stopped" else "failed", held, False)
         run, kind = _one_run(ctx, agent, role, state, extra_env)
         if kind.kind == "ok":
+            ctx.tally.crashes = 0
             return Outcome("ok", run.output, False)
         if state["resumed"] and _SESSION_MISSING in run.output:
             # Killed before the CLI saved the session: nothing to continue, and no attempt lost.
@@ -323,8 +333,9 @@ def _attempt(ctx: _Context, role: str, state: dict[str, Any], extra_env: Mapping
             _go_on(ctx, agent, role, state, prompts.continue_after_limit())
             continue
         outcome = _setback(ctx, state, run, kind)
-        if outcome.kind == "context" and outcome.retryable:  # bounded by recovery.max_attempts alone
-            _log_line(ctx, f"context exhausted ({outcome.message}); a fresh session goes on from the files")
+        if outcome.kind in ("context", "stalled") and outcome.retryable:  # bounded by recovery.max_attempts alone
+            what = "context exhausted" if outcome.kind == "context" else "stalled"
+            _log_line(ctx, f"{what} ({outcome.message}); a fresh session goes on from the files")
             continue
         _log_line(ctx, f"{outcome.kind}: {outcome.message}" + ("; retrying" if outcome.retryable else ""))
         if outcome.retryable:
@@ -351,17 +362,38 @@ def _setback(ctx: _Context, state: dict[str, Any], run: agents.AgentRun, kind: l
     tally = ctx.tally
     if run.killed == "stopped":
         return Outcome("interrupted", "stopped by user", False)
-    if kind.kind == "context":
-        tally.recoveries += 1
-        tally.session_id = ""  # a fresh conversation, told what is already committed
-        committed = git.changed_between(ctx.path, ctx.base, "HEAD") + git.status_paths(ctx.path)
-        task = prompts.implement(ctx.m, str(ctx.path), prompts.resume_note("context exhausted", committed))
-        state.update(task=task, prompt=task, resume=False)
-        return Outcome("context", kind.message, tally.recoveries <= ctx.s.config.recovery.max_attempts)
+    if kind.kind == "context" or run.killed in ("context", "idle"):
+        return _recover(ctx, state, run, kind)
     if run.killed:
         tally.watchdog_kills += 1  # a killed run counts as transient once, then fails
-        return Outcome("transient", kind.message, tally.watchdog_kills <= 1)
-    return Outcome(kind.kind, kind.message, kind.kind in ("transient", "failed"))
+        return Outcome("transient", kind.message, tally.watchdog_kills <= 1 and _crashed(ctx))
+    return Outcome(kind.kind, kind.message, kind.kind in ("transient", "failed") and _crashed(ctx))
+
+
+def _crashed(ctx: _Context) -> bool:
+    """Count a failed run; it is retried while the count (kept across resumes) is within retry_attempts."""
+    ctx.tally.crashes += 1
+    ctx.s.emit(Progress(ctx.m.id, {"crashes": ctx.tally.crashes}))
+    return ctx.tally.crashes <= ctx.s.config.retry_attempts
+
+
+def _recover(ctx: _Context, state: dict[str, Any], run: agents.AgentRun, kind: limits.Classification) -> Outcome:
+    """A stalled or exhausted session: a fresh one, told what its worktree holds (recovery.max_attempts)."""
+    tally = ctx.tally
+    tally.recoveries += 1
+    tally.session_id = ""
+    if run.killed == "idle":
+        minutes = ctx.s.config.agent.idle_timeout_minutes
+        what, message = "stalled", f"no output for {minutes:g} min (agent.idle_timeout_minutes)"
+    else:
+        found = limits.classify(ctx.s.config.agent.preset, 0, run.output, datetime.now().astimezone())
+        what, message = "context", found.message if found.kind == "context" else kind.message
+    committed = git.changed_between(ctx.path, ctx.base, "HEAD") + git.status_paths(ctx.path)
+    note = prompts.resume_note("context exhausted" if what == "context" else message, committed)
+    task = prompts.implement(ctx.m, str(ctx.path), note)
+    state.update(task=task, prompt=task, resume=False)
+    ctx.s.emit(Progress(ctx.m.id, {"recoveries": tally.recoveries, "session_id": ""}))
+    return Outcome(what, message, tally.recoveries <= ctx.s.config.recovery.max_attempts)
 
 
 def _one_run(
@@ -398,7 +430,7 @@ def _one_run(
         header=f"{m.id} {role} attempt {tally.attempts}",
         timeout_s=agent.timeout_minutes * 60,
         idle_s=agent.idle_timeout_minutes * 60,
-        watch=agents.Watch(s.stop_for(m.id), _on_start(ctx), _line_reporter(ctx)),
+        watch=agents.Watch(s.stop_for(m.id), _on_start(ctx), _line_reporter(ctx), _exhausted(agent.preset)),
     )
     kind = s.rate_limits.classify(agent.preset, run)
     if kind.kind == "ok" and head is not None and _unchanged(ctx, head):
@@ -416,6 +448,16 @@ def _judged_by_git(agent: AgentConfig, role: str) -> bool:
 
 def _unchanged(ctx: _Context, head: str) -> bool:
     return git.rev_parse(ctx.path, "HEAD") == head and not git.status_paths(ctx.path)
+
+
+def _exhausted(preset: str) -> Callable[[str], str | None]:
+    """Stops an agent the moment it says its context is used up: it would only flounder on."""
+
+    def check(line: str) -> str | None:
+        found = limits.classify(preset, 0, line, datetime.now().astimezone())
+        return found.message if found.kind == "context" else None
+
+    return check
 
 
 def _on_start(ctx: _Context) -> Callable[[int, float], None]:

@@ -13,7 +13,8 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from ccorch.errors import UsageError
+from ccorch import faults
+from ccorch.errors import OrchestratorError, UsageError
 
 SCHEMA_VERSION = 1
 STATE_DIR = ".orchestrator"
@@ -46,6 +47,7 @@ class MilestoneState:
     last_findings: tuple[str, ...] = ()
     checks: str = ""
     recoveries: int = 0
+    crashes: int = 0  # failed agent runs in a row, kept across resumes (bounded by retry_attempts)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))
@@ -91,6 +93,10 @@ class StateStore:
             conn = sqlite3.connect(uri, uri=True, timeout=10, isolation_level=None, check_same_thread=False)
             store = cls(conn, path)
             store._prepare(readonly)
+        except sqlite3.OperationalError as e:
+            if readonly and "no such table" in str(e):
+                return None  # a runner was killed while creating it: nothing recorded yet
+            raise StateWriteError(f"cannot open the state {path}: {e}") from None
         except sqlite3.DatabaseError:
             raise _corrupt(path) from None
         return store
@@ -104,7 +110,7 @@ class StateStore:
                 self._conn.execute("CREATE TABLE IF NOT EXISTS milestones (id TEXT PRIMARY KEY, data TEXT)")
                 self._conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
         version = self._meta("schema_version")
-        if version is None:
+        if version is None or not version.isdigit():
             raise _corrupt(self.path)
         if int(version) > SCHEMA_VERSION:
             raise UsageError(
@@ -116,8 +122,8 @@ class StateStore:
     def close(self) -> None:
         self._conn.close()
 
-    def _tx(self) -> sqlite3.Connection:
-        return _Transaction(self._conn)  # type: ignore[return-value]
+    def _tx(self) -> _Transaction:
+        return _Transaction(self._conn, self.path)
 
     def _meta(self, key: str) -> str | None:
         row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -159,15 +165,41 @@ class StateStore:
         return run
 
 
+class StateWriteError(OrchestratorError):
+    """A change could not be written (a full disk, most likely); every earlier one is kept."""
+
+
 class _Transaction:
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    """One state change: all of it commits, or none of it (a failed COMMIT is rolled back)."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
         self._conn = conn
+        self._path = path
 
     def __enter__(self) -> None:
-        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as e:
+            raise self._failed(e) from e
 
-    def __exit__(self, exc_type: object, *_: object) -> None:
-        self._conn.execute("ROLLBACK" if exc_type else "COMMIT")
+    def __exit__(self, exc_type: object, exc: BaseException | None, _tb: object) -> None:
+        if exc is None:
+            try:
+                faults.hit("state-write")
+                self._conn.execute("COMMIT")
+                return
+            except (sqlite3.Error, OSError) as e:
+                exc = e
+        if self._conn.in_transaction:
+            self._conn.execute("ROLLBACK")
+        if isinstance(exc, (sqlite3.OperationalError, OSError)):
+            raise self._failed(exc) from exc
+
+    def _failed(self, e: BaseException) -> StateWriteError:
+        return StateWriteError(
+            f"cannot write the state to {self._path}: {e}. Everything recorded before is kept; free some disk "
+            "space, then continue with `python orchestrator.py --resume`"
+        )
 
 
 def _corrupt(path: Path) -> UsageError:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -55,9 +56,17 @@ def supervise(args: argparse.Namespace, script: Path, pause: float | None = None
 
 def _run_child(argv: list[str]) -> int:
     child = subprocess.Popen(argv)
-    while True:
-        try:
-            code = child.wait()
-            return 130 if code < 0 and -code == 2 else (code if code >= 0 else 128 - code)
-        except KeyboardInterrupt:
-            continue  # the child got the same Ctrl-C and shuts down; wait for it
+
+    def forward(signum: int, _frame: object) -> None:
+        child.send_signal(signum)  # `kill <supervisor>` stops the run the way it stops the runner
+
+    previous = signal.signal(signal.SIGTERM, forward)
+    try:
+        while True:
+            try:
+                code = child.wait()
+                return 130 if code < 0 and -code == 2 else (code if code >= 0 else 128 - code)
+            except KeyboardInterrupt:
+                continue  # the child got the same Ctrl-C and shuts down; wait for it
+    finally:
+        signal.signal(signal.SIGTERM, previous)

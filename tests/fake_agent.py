@@ -11,13 +11,19 @@ print [lines], exit code, hang (sleep forever), verdict pass|fail with findings 
 verdict_via file|line|none, resolve both|ours|leave|fail, touch_outside (writes a file in the
 parent of the worktree, to prove the runner never commits it), commit "message" (commits
 everything itself, as an agent that ignores the rules would).
+Resilience keys: sleep_random [low, high] seconds; chatter [interval, seconds] prints a line
+every interval; print_after [lines], printed after the writes and sleeps; ignore_term (SIGTERM
+is ignored); kill_parent (SIGKILLs the runner that started it: a crash). A SIGTERM that is not
+ignored is logged as event "terminated" before the agent exits.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -58,6 +64,17 @@ def act(entry: dict, role: str) -> int:
     for path in entry.get("delete", []):
         Path(path).unlink(missing_ok=True)
     time.sleep(float(entry.get("sleep", 0)))
+    if entry.get("sleep_random"):
+        time.sleep(random.uniform(*entry["sleep_random"]))
+    if entry.get("chatter"):
+        interval, seconds = entry["chatter"]
+        for n in range(int(seconds / interval)):
+            print(f"working {n}", flush=True)
+            time.sleep(interval)
+    if entry.get("kill_parent"):
+        os.kill(os.getppid(), signal.SIGKILL)
+    for line in entry.get("print_after", []):
+        print(line, flush=True)
     while entry.get("hang"):
         time.sleep(1)
     if entry.get("touch_outside"):
@@ -95,6 +112,20 @@ def resolve(how: str) -> int:
     return 0
 
 
+def watch_term(entry: dict, record: dict, log: str | None) -> None:
+    if entry.get("ignore_term"):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        return
+
+    def terminated(_signum: int, _frame: object) -> None:
+        if log:
+            with open(log, "a") as f:
+                f.write(json.dumps({**record, "event": "terminated", "end": time.time()}) + "\n")
+        os._exit(143)
+
+    signal.signal(signal.SIGTERM, terminated)
+
+
 def main() -> int:
     milestone = os.environ.get("ORCHESTRATOR_MILESTONE", "?")
     role = os.environ.get("ORCHESTRATOR_ROLE", "implement")
@@ -111,10 +142,12 @@ def main() -> int:
         "secret": os.environ.get("FAKE_SECRET_SEEN_AS"),
     }
     log = os.environ.get("FAKE_AGENT_LOG")
+    entry = load_entry(milestone, role)
+    watch_term(entry, record, log)
     if log:  # the start line goes out first, so a killed or hanging agent is still on record
         with open(log, "a") as f:
             f.write(json.dumps({**record, "event": "start"}) + "\n")
-    code = act(load_entry(milestone, role), role)
+    code = act(entry, role)
     if log:
         with open(log, "a") as f:
             f.write(json.dumps({**record, "event": "end", "end": time.time(), "exit": code}) + "\n")
