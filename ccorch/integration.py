@@ -44,7 +44,7 @@ def finish_by_hand(
     test_command: str | None,
 ) -> str:
     """The exact commands that finish a blocked stage by hand; `branches` is (id, title, branch)."""
-    lines = [f"To finish by hand, in {root} with {base_branch} checked out:"]
+    lines = [f"To finish by hand, in {root} with {base_branch} checked out and nothing staged:"]
     for mid, title, branch in branches:
         subject, trailer = shlex.quote(f"Merge milestone {mid}: {title}"), shlex.quote(f"Milestone: {mid}")
         lines.append(f"    git merge --no-ff {branch} -m {subject} -m {trailer}")

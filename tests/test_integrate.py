@@ -15,7 +15,7 @@ BOTH = "line 1\nfrom 1A\nfrom 1B\nline 3\n"
 CLASH = "test ! -f 1A.txt || test ! -f 1B.txt || test -f compat.txt || { echo 'TESTS: 1A and 1B clash'; exit 1; }"
 
 
-def conflicting_stage(p: Project, resolve: dict[str, Any] | None = None) -> UserEdits:
+def conflicting_stage(p: Project, resolve: dict[str, Any] | None = None, staged: bool = True) -> UserEdits:
     """1A and 1B change the same line of shared.txt."""
     (p.root / "shared.txt").write_text(ORIGINAL)
     p.milestone("1A", "Alpha")
@@ -28,7 +28,7 @@ def conflicting_stage(p: Project, resolve: dict[str, Any] | None = None) -> User
             "*": {"resolve": [resolve or {"resolve": "both"}]},
         }
     )
-    return UserEdits(p.root)
+    return UserEdits(p.root, staged=staged)
 
 
 def clashing_stage(p: Project, resolve: dict[str, Any]) -> UserEdits:
@@ -80,7 +80,7 @@ def test_conflict_is_resolved_and_the_stage_merges(project: Project) -> None:
 
 
 def test_failing_resolver_keeps_everything_and_says_how_to_finish(project: Project) -> None:
-    edits = conflicting_stage(project, {"resolve": "fail"})
+    edits = conflicting_stage(project, {"resolve": "fail"}, staged=False)  # the steps need nothing staged
     head = project.git("rev-parse", "main").strip()
     out = project.run()
     assert out.returncode == 1
@@ -92,6 +92,7 @@ def test_failing_resolver_keeps_everything_and_says_how_to_finish(project: Proje
     assert (project.root / "shared.txt").read_text() == ORIGINAL
     assert project.statuses() == {"1A": "done", "1B": "blocked"}
     assert "merging milestone/1B conflicts in shared.txt" in out.stdout
+    assert f"To finish by hand, in {project.root} with main checked out and nothing staged:" in out.stdout
     steps = [line.strip() for line in out.stdout.splitlines() if line.startswith("    ")]
     assert steps == [
         "git merge --no-ff milestone/1A -m 'Merge milestone 1A: Alpha' -m 'Milestone: 1A'",

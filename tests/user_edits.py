@@ -15,11 +15,15 @@ UNTRACKED = {
 
 
 class UserEdits:
-    """Create after the plan is committed; `assert_intact()` after every run."""
+    """Create after the plan is committed; `assert_intact()` after every run.
 
-    def __init__(self, root: Path, tracked: str = "notes.txt") -> None:
+    A modified tracked file, untracked files and (with `staged`) a new file staged in the index.
+    """
+
+    def __init__(self, root: Path, tracked: str = "notes.txt", staged: bool = True) -> None:
         self.root = root
         self.tracked = tracked
+        self.staged = ["staged.txt"] if staged else []
         (root / tracked).write_text("committed version\n")
         _git(root, "add", tracked)
         _git(root, "commit", "-q", "-m", f"Add {tracked}")
@@ -27,15 +31,21 @@ class UserEdits:
         for rel, data in UNTRACKED.items():
             (root / rel).parent.mkdir(parents=True, exist_ok=True)
             (root / rel).write_bytes(data)
+        for rel in self.staged:
+            (root / rel).write_bytes(b"staged, not committed\n")
+            _git(root, "add", rel)
         self.hashes = self._hashes()
         self.status = self._status()
 
+    def _paths(self) -> list[str]:
+        return [self.tracked, *UNTRACKED, *self.staged]
+
     def _hashes(self) -> dict[str, str]:
-        paths = [self.tracked, *UNTRACKED]
+        paths = self._paths()
         return {p: hashlib.sha256((self.root / p).read_bytes()).hexdigest() for p in paths}
 
     def _status(self) -> set[str]:
-        paths = [self.tracked, *UNTRACKED]
+        paths = self._paths()
         out = _git(self.root, "status", "--porcelain", "--untracked-files=all", "--", *paths)
         return set(out.splitlines())
 
