@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import collections
 import datetime as dt
+import os
 import re
 import shutil
 import threading
@@ -125,6 +126,7 @@ class Probe(Protocol):
     def cpu_percent(self) -> float: ...
     def memory_percent(self) -> float: ...
     def disk_free_gb(self, path: Path) -> float: ...
+    def rss(self, pid: int, tree: bool) -> int: ...  # bytes; 0 when the process is gone
 
 
 class PsutilProbe:
@@ -143,9 +145,32 @@ class PsutilProbe:
     def disk_free_gb(self, path: Path) -> float:
         return shutil.disk_usage(path).free / 1024**3
 
+    def rss(self, pid: int, tree: bool) -> int:
+        """Resident memory of a process, with `tree` of all its descendants too (an agent's test runs)."""
+        psutil = self._psutil
+        try:
+            top = psutil.Process(pid)
+            processes = [top, *top.children(recursive=True)] if tree else [top]
+        except psutil.Error:
+            return 0
+        total = 0
+        for process in processes:
+            try:
+                total += process.memory_info().rss
+            except psutil.Error:
+                pass  # exited while we looked
+        return total
+
+
+CPU_SAMPLES = 5
+CPU_READING_GAP = 1.0  # seconds
+
 
 class SystemMonitor:
-    """Gates every agent start on CPU (averaged), memory and free disk; running agents continue."""
+    """Gates every agent start on CPU (averaged), memory and free disk; running agents continue.
+
+    Also measures what the metrics sampler records: the runner's and each agent tree's memory.
+    """
 
     def __init__(
         self,
@@ -160,14 +185,26 @@ class SystemMonitor:
         self._probe = probe or PsutilProbe()
         self._clock = clock
         self._sleep: Sleep = sleep or threading.Event().wait
-        self._cpu: collections.deque[float] = collections.deque(maxlen=5)
+        self._cpu: collections.deque[float] = collections.deque(maxlen=CPU_SAMPLES)
+        self._cpu_read_at = -float("inf")
         self._lock = threading.Lock()
 
     def sample(self) -> Sample:
+        """CPU is the average of the last readings, so one busy second does not hold every start."""
         with self._lock:
-            self._cpu.append(self._probe.cpu_percent())
+            if self._clock() - self._cpu_read_at >= CPU_READING_GAP or not self._cpu:
+                # psutil measures since its previous call: readings closer than this are noise
+                self._cpu.append(self._probe.cpu_percent())
+                self._cpu_read_at = self._clock()
             cpu = sum(self._cpu) / len(self._cpu)
         return Sample(cpu, self._probe.memory_percent(), self._probe.disk_free_gb(self._root))
+
+    def agent_rss(self, pids: Mapping[str, int]) -> dict[str, int]:
+        """Bytes held by each agent's whole process tree, by milestone."""
+        return {mid: self._probe.rss(pid, tree=True) for mid, pid in pids.items()}
+
+    def own_rss(self) -> int:
+        return self._probe.rss(os.getpid(), tree=False)
 
     def hold_reason(self, sample: Sample | None = None) -> str | None:
         s = sample or self.sample()
@@ -192,7 +229,7 @@ class SystemMonitor:
         while reason:
             on_hold(reason)
             if self._clock() >= deadline:
-                return f"resources did not recover within {self._config.max_wait_minutes:g} min: {reason}"
+                return f"did not recover within {self._config.max_wait_minutes:g} min: {reason}"
             if self._sleep(min(self._config.interval_seconds, max(0.1, deadline - self._clock()))) or stop.is_set():
                 return "stopped"
             reason = self.hold_reason()

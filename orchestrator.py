@@ -42,6 +42,7 @@ from ccorch.state import STATE_DIR, MilestoneState, StateStore, update
 
 if TYPE_CHECKING:
     from advanced import Integration
+    from ccorch.metrics import MetricsSampler
 
 HERE = Path(__file__).resolve().parent
 log = logging.getLogger("orchestrator")
@@ -268,6 +269,7 @@ class Runner:
         from dotenv import dotenv_values
 
         from advanced import MilestoneValidator, RateLimitManager, SystemMonitor, WorktreeManager
+        from ccorch.notify import Announcer, Notifier
 
         self.p = project
         self.cfg = project.config
@@ -286,6 +288,8 @@ class Runner:
         self.worktrees = WorktreeManager(self.root, self.root / self.cfg.worktree_dir, base, self.cfg.tasks_file)
         self.rate_limits = RateLimitManager(self.cfg, sleep=self.stop.wait)
         self.monitor = SystemMonitor(self.cfg.monitor, self.root, sleep=self.stop.wait)
+        self.notifier = Notifier(self.cfg.notify, self.root)
+        self.announcer = Announcer(self.notifier)
         self.validator = MilestoneValidator(self.cfg.validation, self.agent_env, tuple(secrets.values()))
         self.store: StateStore
         self.interrupts = 0
@@ -303,10 +307,37 @@ class Runner:
                 self.say(f"notice: {lock.notice}")
             self._install_signal_handlers()
             faults.hit("runner-start")
+            code: int | None = None
             try:
-                return self._run_locked()
+                with self._metrics():
+                    code = self._run_locked()
+                return code
             finally:
+                self._announce_end(code)
                 self.store.close()
+
+    def _metrics(self) -> MetricsSampler:
+        """The sampler thread behind logs/metrics.json; it reads state read-only and never writes it."""
+        from ccorch.metrics import MetricsSampler, state_reader
+
+        path = self.log_dir / "metrics.json"
+        return MetricsSampler(path, self.cfg.monitor.interval_seconds, self.monitor, state_reader(self.root))
+
+    def _announce_end(self, code: int | None) -> None:
+        """Notify `run_finished` when this runner did work; then give notifications a moment to go out."""
+        try:
+            run = self.store.run()
+            if run.pid == os.getpid():
+                snap = render.snapshot(self.p.plan, self.store.milestones(), run)
+                self.announcer.observe(snap)
+                status = run.status if code is not None or run.status != "running" else "crashed"
+                merged, total = sum(m.status == "merged" for m in snap.milestones), len(snap.milestones)
+                text = f"run {status}: {merged}/{total} milestones merged"
+                text += f" · {run.message}" if run.message else ""
+                self.notifier.send("run_finished", text, status=status, exit_code=code, merged=merged, total=total)
+        except OrchestratorError as e:
+            log.warning("could not notify the end of the run: %s", e)
+        self.notifier.close()
 
     def _open_state(self) -> StateStore:
         store = StateStore.open(self.root)
@@ -739,6 +770,7 @@ class Runner:
 
     def render(self) -> None:
         snap = render.snapshot(self.p.plan, self.store.milestones(), self.store.run())
+        self.announcer.observe(snap)  # failures, pauses and resumes become notifications
         try:
             render.write_atomic(self.root / self.cfg.tasks_file, render.tasks_markdown(snap))
         except OSError as e:  # a full disk must not lose what the state store already holds

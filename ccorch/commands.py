@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -43,7 +44,9 @@ class _View:
                 store.close()
         records = self._with_git_truth(records)
         if run.status == "running" and not _runner_alive(self.root):
-            run = run.__class__(**{**run.__dict__, "status": "interrupted"})
+            run = dataclasses.replace(run, status="interrupted")
+        if run.status != "running":
+            run = dataclasses.replace(run, hold_reason="")  # a resource hold ends with its run
         return render.snapshot(self.plan, records, run)
 
     def _with_git_truth(self, records: dict[str, MilestoneState]) -> dict[str, MilestoneState]:

@@ -219,6 +219,8 @@ def _check_values(config: Config, source: Path) -> None:
         ("review.max_rounds", config.review.max_rounds >= 1, "at least 1"),
         ("validation.max_file_kb", config.validation.max_file_kb >= 0, "0 (no limit) or more"),
         ("recovery.max_attempts", config.recovery.max_attempts >= 0, "0 or more"),
+        *_monitor_problems(config.monitor),
+        ("notify.command", config.notify.command != (), 'a non-empty argv list, e.g. ["notify.sh"], or null'),
     ]
     for agent_key, agent in (("agent", config.agent), ("review.agent", config.review.agent)):
         if agent is None:
@@ -236,6 +238,16 @@ def _check_values(config: Config, source: Path) -> None:
     for key, ok, expected in problems:
         if not ok:
             raise UsageError(f"{source}: `{key}` must be {expected}")
+
+
+def _monitor_problems(m: MonitorConfig) -> list[tuple[str, bool, str]]:
+    return [
+        ("monitor.max_cpu_percent", 0 < m.max_cpu_percent <= 100, "more than 0 and at most 100"),
+        ("monitor.max_memory_percent", 0 < m.max_memory_percent <= 100, "more than 0 and at most 100"),
+        ("monitor.min_free_disk_gb", m.min_free_disk_gb >= 0, "0 or more"),
+        ("monitor.max_wait_minutes", m.max_wait_minutes >= 0, "0 or more (fractions are fine)"),
+        ("monitor.interval_seconds", m.interval_seconds > 0, "more than 0 seconds"),
+    ]
 
 
 def replace(config: Config, **changes: Any) -> Config:

@@ -31,7 +31,7 @@ STYLES = {
     "interrupted": "yellow",
 }
 BANNER_STYLE = "bold black on yellow"
-AGENT_ROLES = ("implement", "review", "remediate", "resolve")
+GATED_ROLES = ("prepare", "implement", "review", "remediate", "resolve")  # an agent start comes next
 
 
 def make_console(no_color: bool, stream: IO[str] | None = None) -> Console:
@@ -96,7 +96,7 @@ def activity(m: MilestoneState, snap: render.Snapshot) -> str:
     """What a running milestone is doing: its role, or what its next agent start waits for."""
     if m.status != "running":
         return ""
-    if not m.agent_pid and m.role in AGENT_ROLES:
+    if not m.agent_pid and m.role in GATED_ROLES:
         if snap.run.paused_until > snap.now:
             return "waits: usage limit"
         if snap.run.hold_reason:

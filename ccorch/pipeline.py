@@ -317,7 +317,7 @@ def _attempt(ctx: _Context, role: str, state: dict[str, Any], extra_env: Mapping
             return Outcome("interrupted", "stopped while waiting for the usage limit", False)
         held = s.monitor.wait_until_ok(stop, lambda reason: s.emit(Held(reason or "")))
         if held:
-            return Outcome("interrupted" if held == "stopped" else "failed", held, False)
+            return Outcome("interrupted" if held == "stopped" else "resources", held, False)
         run, kind = _one_run(ctx, agent, role, state, extra_env)
         if kind.kind == "ok":
             ctx.tally.crashes = 0
