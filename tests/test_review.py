@@ -15,7 +15,9 @@ import pytest
 from conftest import FAKE_AGENT, Project
 from user_edits import UserEdits
 
-from ccorch.review import NO_VERDICT, read_verdict
+from ccorch import agents
+from ccorch.config import AgentConfig
+from ccorch.review import NO_VERDICT, VERDICT_SCHEMA, read_verdict
 
 FINDINGS = [
     "app.txt says v1, the task asks for v2",
@@ -283,3 +285,28 @@ def test_claude_result_text_and_structured_output_as_final_text(tmp_path: Path) 
     assert read_verdict(missing, "") is None
     (tmp_path / "bad.json").write_text(json.dumps({"verdict": "maybe"}))
     assert read_verdict(tmp_path / "bad.json", "") is None
+
+
+def _claude_argv(role: str, tmp_path: Path) -> tuple[str, ...]:
+    agent = AgentConfig(preset="claude", executable="claude", model="a-review-model")
+    inv = agents.build_invocation(
+        agent,
+        role=role,
+        milestone_id="1A",
+        worktree=tmp_path,
+        prompt="p",
+        prompt_file=tmp_path / "p.md",
+        base_env={},
+        extra_env={},
+        resume_session=None,
+    )
+    return inv.argv
+
+
+def test_claude_reviewer_gets_the_verdict_schema_and_no_edit_tools(tmp_path: Path) -> None:
+    argv = _claude_argv("review", tmp_path)
+    assert json.loads(argv[argv.index("--json-schema") + 1]) == VERDICT_SCHEMA
+    assert argv[argv.index("--disallowedTools") + 1].split() == ["Edit", "Write", "NotebookEdit"]
+    assert argv[argv.index("--model") + 1] == "a-review-model"
+    for role in ("implement", "remediate", "resolve"):
+        assert not {"--json-schema", "--disallowedTools"} & set(_claude_argv(role, tmp_path))
