@@ -133,7 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("--refresh", type=float, default=2.0, metavar="N", help="seconds between refreshes (default 2)")
     watch.add_argument("--once", action="store_true", help="draw one frame and exit")
     serve = sub.add_parser("serve", parents=[common], help="read-only HTTP status on 127.0.0.1")
-    serve.add_argument("--port", type=int, default=8765)
+    serve.add_argument(
+        "--port", type=int, default=8765, metavar="N", help="port on 127.0.0.1 (default 8765; 0 picks a free one)"
+    )
     return parser
 
 

@@ -6,7 +6,7 @@ set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 VENV="${ORCHESTRATOR_VENV:-$HERE/venv}"
 CLAUDE_VERSION="2.1.197"
-VERBS="run single status watch logs stop plan clean validate demo setup help"
+VERBS="run single status watch logs stop plan serve clean validate demo setup help"
 
 usage() {
   cat <<'TXT'
@@ -19,6 +19,7 @@ usage: ./orchestrator.sh [VERB] [ARGS...]
   logs      a milestone's agent transcript: logs 1A [-f]
   stop      stop the run, or one milestone: stop [ID]
   plan      the execution plan without running anything; plan 1A prints 1A's prompt
+  serve     read-only HTTP status on 127.0.0.1 for other tools (--port N)
   clean     remove merged worktrees and milestone branches (--force: unmerged too)
   validate  check milestones and config, run nothing
   demo      run the example plan offline in a scratch repository (no account needed)
@@ -84,8 +85,12 @@ menu() {
   select verb in $VERBS quit; do
     case "$verb" in
       quit | "") exit 0 ;;
-      logs | stop)
-        read -r -p "milestone id (empty for all, stop only): " id
+      logs)
+        read -r -p "milestone id: " id
+        dispatch logs "$id" -f
+        ;;
+      stop | plan)
+        read -r -p "milestone id (empty: the whole run or plan): " id
         dispatch "$verb" ${id:+"$id"}
         ;;
       *) dispatch "$verb" ;;
@@ -100,7 +105,7 @@ dispatch() {
   case "$verb" in
     run) py run --auto-resume "$@" ;;
     single) py run "$@" ;;
-    status | watch | logs | stop | plan | clean | validate | demo) py "$verb" "$@" ;;
+    status | watch | logs | stop | plan | serve | clean | validate | demo) py "$verb" "$@" ;;
     setup) setup && echo "ready: $VENV" ;;
     test)
       setup dev && install_claude_for_tests

@@ -66,10 +66,8 @@ def notices(snap: render.Snapshot) -> list[Text]:
 
 
 def elapsed(m: MilestoneState, now: float) -> str:
-    if not m.started_at:
-        return ""
-    end = m.finished_at if m.finished_at and m.status != "running" else now
-    return render.format_duration(end - m.started_at)
+    seconds = render.elapsed_seconds(m, now)
+    return "" if seconds is None else render.format_duration(seconds)
 
 
 def estimate(minutes: int | None) -> str:
@@ -80,11 +78,8 @@ def estimate(minutes: int | None) -> str:
 
 
 def over_estimate(m: MilestoneState, snap: render.Snapshot) -> bool:
-    minutes = snap.estimates.get(m.id)
-    if not (minutes and m.started_at):
-        return False
-    end = m.finished_at if m.finished_at and m.status != "running" else snap.now
-    return end - m.started_at > minutes * 60
+    minutes, seconds = snap.estimates.get(m.id), render.elapsed_seconds(m, snap.now)
+    return bool(minutes and seconds and seconds > minutes * 60)
 
 
 def status_word(m: MilestoneState, snap: render.Snapshot) -> Text:

@@ -51,18 +51,21 @@ def _needs_identity(cwd: Path) -> bool:
 
 
 def find_root(start: Path) -> Path:
-    """The top level of the git repository containing `start` (GitPython, short-lived)."""
-    import git as gitpython
+    """The top level of the git repository containing `start`.
 
-    try:
-        with gitpython.Repo(start, search_parent_directories=True) as repo:
-            if repo.working_tree_dir is None:
-                raise UsageError(f"{start} is a bare git repository; point --project at a checkout")
-            return Path(repo.working_tree_dir).resolve()
-    except (gitpython.InvalidGitRepositoryError, gitpython.NoSuchPathError):
-        raise UsageError(
-            f"{start} is not inside a git repository: run `git init` there, or pass --project DIR"
-        ) from None
+    Plain `git rev-parse`: every command starts here, and importing GitPython for it alone
+    costs more than the rest of `status` does.
+    """
+    if not start.is_dir():
+        raise UsageError(f"{start} is not a folder: pass --project DIR with a git checkout")
+    env = {k: v for k, v in os.environ.items() if k not in ("GIT_DIR", "GIT_WORK_TREE")}
+    top = proc.run(("git", "rev-parse", "--show-toplevel"), cwd=start, env=env, check=False)
+    if top.returncode == 0 and top.stdout.strip():
+        return Path(top.stdout.strip()).resolve()
+    bare = proc.run(("git", "rev-parse", "--is-bare-repository"), cwd=start, env=env, check=False)
+    if bare.stdout.strip() == "true":
+        raise UsageError(f"{start} is a bare git repository; point --project at a checkout")
+    raise UsageError(f"{start} is not inside a git repository: run `git init` there, or pass --project DIR")
 
 
 def current_branch(cwd: Path) -> str | None:

@@ -25,6 +25,7 @@ from ccorch import proc
 from ccorch.config import NotifyConfig
 from ccorch.render import Snapshot
 
+EVENTS = ("run_finished", "milestone_failed", "usage_limit", "resumed")
 TIMEOUT = 30.0  # seconds a notifier may take
 log = logging.getLogger(__name__)
 

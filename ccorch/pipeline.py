@@ -313,6 +313,7 @@ def _attempt(ctx: _Context, role: str, state: dict[str, Any], extra_env: Mapping
         stop = s.stop_for(m.id)
         if stop.is_set():
             return Outcome("interrupted", "stopped by user", False)
+        s.emit(Progress(m.id, {"role": role}))  # while the gates below wait, views show what waits
         if not s.rate_limits.wait_if_paused(stop):
             return Outcome("interrupted", "stopped while waiting for the usage limit", False)
         held = s.monitor.wait_until_ok(stop, lambda reason: s.emit(Held(reason or "")))
@@ -468,15 +469,47 @@ def _on_start(ctx: _Context) -> Callable[[int, float], None]:
 
 
 def _line_reporter(ctx: _Context) -> Callable[[str], None]:
-    last = [0.0]
+    return _LastLine(lambda text: ctx.s.emit(Progress(ctx.m.id, {"last_line": text})))
 
-    def on_line(line: str) -> None:
-        now = time.monotonic()
-        if now - last[0] < 1.0:  # at most one state write a second per agent
-            return
+
+class _LastLine:
+    """The agent's latest readable line, at most one state write a second per agent.
+
+    A line that arrives sooner is sent when the second is up, so the last line of a burst
+    is what the dashboard shows, not its first one.
+    """
+
+    GAP = 1.0
+
+    def __init__(self, send: Callable[[str], None]) -> None:
+        self._send = send
+        self._lock = threading.Lock()
+        self._sent_at = -self.GAP
+        self._pending: str | None = None
+        self._timer: threading.Timer | None = None
+
+    def __call__(self, line: str) -> None:
         readable = transcript.readable(line)
-        if readable:
-            last[0] = now
-            ctx.s.emit(Progress(ctx.m.id, {"last_line": readable[:200]}))
+        if not readable:
+            return
+        with self._lock:
+            self._pending = readable[:200]
+            if self._timer is not None:
+                return  # already due: it will send this newer line
+            wait = self._sent_at + self.GAP - time.monotonic()
+            if wait <= 0:
+                self._flush_locked()
+                return
+            self._timer = threading.Timer(wait, self._flush)
+            self._timer.daemon = True
+            self._timer.start()
 
-    return on_line
+    def _flush(self) -> None:
+        with self._lock:
+            self._timer = None
+            self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        if self._pending is not None:
+            self._send(self._pending)
+            self._pending, self._sent_at = None, time.monotonic()

@@ -142,6 +142,9 @@ def status_json(snap: Snapshot) -> dict[str, Any]:
             "paused_until": snap.run.paused_until if snap.run.paused_until > snap.now else None,
             "pause_reason": snap.run.pause_reason or None,
             "hold_reason": snap.run.hold_reason or None,
+            "started_at": snap.run.started_at or None,
+            "finished_at": snap.run.finished_at or None,
+            "message": snap.run.message or None,
         },
         "progress": {
             "merged": sum(m.status == "merged" for m in snap.milestones),
@@ -154,6 +157,7 @@ def status_json(snap: Snapshot) -> dict[str, Any]:
         },
         "stages": _stage_totals(snap),
         "milestones": [_milestone_json(m, snap) for m in snap.milestones],
+        "generated_at": round(snap.now, 3),
     }
 
 
@@ -193,7 +197,19 @@ def _milestone_json(m: MilestoneState, snap: Snapshot) -> dict[str, Any]:
         "output_tokens": m.output_tokens,
         "review_rounds": m.review_rounds,
         "last_findings": list(m.last_findings),
+        "elapsed_seconds": elapsed_seconds(m, snap.now),
+        "checks": m.checks or None,
+        "recoveries": m.recoveries,
     }
+
+
+def elapsed_seconds(m: MilestoneState, now: float) -> int | None:
+    """How long a milestone has been (or was) at work in this run; None before it starts."""
+    if not m.started_at:
+        return None
+    if m.status == "running":
+        return max(0, int(now - m.started_at))
+    return int(m.finished_at - m.started_at) if m.finished_at >= m.started_at else None  # interrupted: unknown
 
 
 def write_atomic(path: Path, text: str) -> None:

@@ -180,7 +180,7 @@ def test_status_lines_show_what_each_milestone_is_doing(project: Project) -> Non
     project.commit_plan()
     project.script(
         {
-            "1A": {"implement": [{"print": ["editing alpha.py", result_event(0.25)], "hang": True}]},
+            "1A": {"implement": [{"print": ["reading the task", "planning", "editing alpha.py"], "hang": True}]},
             "1B": {"implement": [{"write": {"1B.txt": "b"}}]},
         }
     )
