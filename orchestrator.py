@@ -330,13 +330,7 @@ class Runner:
         try:
             run = self.store.run()
             if run.pid == os.getpid():
-                snap = render.snapshot(self.p.plan, self.store.milestones(), run)
-                self.announcer.observe(snap)
-                status = run.status if code is not None or run.status != "running" else "crashed"
-                merged, total = sum(m.status == "merged" for m in snap.milestones), len(snap.milestones)
-                text = f"run {status}: {merged}/{total} milestones merged"
-                text += f" · {run.message}" if run.message else ""
-                self.notifier.send("run_finished", text, status=status, exit_code=code, merged=merged, total=total)
+                self.announcer.finished(render.snapshot(self.p.plan, self.store.milestones(), run), code)
         except OrchestratorError as e:
             log.warning("could not notify the end of the run: %s", e)
         self.notifier.close()

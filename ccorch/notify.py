@@ -147,6 +147,15 @@ class Announcer:
             self._pause(snap, paused)
         self._statuses, self._paused_until = statuses, paused
 
+    def finished(self, snap: Snapshot, exit_code: int | None) -> None:
+        """The last word: what is left to say, then `run_finished` (exit_code None: the runner crashed)."""
+        self.observe(snap)
+        run = snap.run
+        status = run.status if exit_code is not None or run.status != "running" else "crashed"
+        merged, total = sum(m.status == "merged" for m in snap.milestones), len(snap.milestones)
+        text = f"run {status}: {merged}/{total} milestones merged" + (f" · {run.message}" if run.message else "")
+        self._notifier.send("run_finished", text, status=status, exit_code=exit_code, merged=merged, total=total)
+
     def _failures(self, snap: Snapshot, before: dict[str, str]) -> None:
         for m in snap.milestones:
             if m.status in ("failed", "blocked") and before.get(m.id) != m.status:
