@@ -407,6 +407,7 @@ class WorktreeManager:
             git.update_ref(self.root, self.base_branch, new, old)
             return []
         touched = set(git.changed_between(checkout, old, new))
+        _undo_half_applied(checkout, old, new, [p for p in git.status_paths(checkout) if p in touched])
         dirty = git.status_paths(checkout)
         blocking = sorted(p for p in dirty if p in touched and p != self.tasks_file)
         if blocking:
@@ -427,6 +428,31 @@ class WorktreeManager:
             tasks.unlink()
         else:
             git.git(checkout, "checkout", head, "--", self.tasks_file)
+
+
+def _undo_half_applied(checkout: Path, old: str, new: str, paths: Sequence[str]) -> None:
+    """A fast-forward killed half-way (say, a stopped container) leaves files of `new` in the checkout
+    while the branch has not moved. They are not the user's edits: put them back so it can run again.
+    Only a file holding exactly what `new` brings (or missing where `new` deletes it) is touched."""
+    for path in paths:
+        if _blob(checkout, f"{new}:{path}") != _working_blob(checkout, path):
+            continue  # the user's own change: it blocks the move, and is never touched
+        if _blob(checkout, f"{old}:{path}"):
+            git.git(checkout, "checkout", old, "--", path)
+        else:
+            git.git(checkout, "rm", "-q", "--cached", "--ignore-unmatch", "--", path)
+            (checkout / path).unlink(missing_ok=True)
+
+
+def _blob(cwd: Path, spec: str) -> str:
+    out = git.git(cwd, "rev-parse", "--verify", "--quiet", spec, check=False)
+    return out.stdout.strip() if out.returncode == 0 else ""
+
+
+def _working_blob(cwd: Path, path: str) -> str:
+    if not (cwd / path).is_file():
+        return ""
+    return git.git(cwd, "hash-object", "--", path).stdout.strip()
 
 
 def _validated(path: Path, validate: Callable[[Path], str | None]) -> str | None:

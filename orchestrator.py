@@ -409,6 +409,11 @@ class Runner:
 
     def _tidy(self, merged: dict[str, str]) -> None:
         """What a runner killed mid-way leaves behind: its integration, worktrees of merged milestones, temp files."""
+        from ccorch import leftovers
+
+        folder = self.root / self.cfg.worktree_dir
+        for note in leftovers.remove_stale_locks(self.root, folder) + leftovers.repair_worktrees(self.root, folder):
+            self.say(f"notice: {note}")
         shutil.rmtree(self.state_dir / "control", ignore_errors=True)  # stop requests were for that run
         tasks = self.root / self.cfg.tasks_file
         for leftover in tasks.parent.glob(f".{tasks.name}.*.tmp"):  # render.write_atomic's, from a kill

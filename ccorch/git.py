@@ -23,6 +23,7 @@ class Worktree(NamedTuple):
     path: Path
     head: str
     branch: str | None  # short name, None when detached
+    locked: str | None = None  # the lock reason ("" without one), None when not locked
 
 
 def git(cwd: Path, *args: str, check: bool = True, timeout: float = 120) -> proc.Output:
@@ -101,7 +102,7 @@ def worktrees(cwd: Path) -> list[Worktree]:
         fields = dict(_field(f) for f in record.split("\0") if f)
         if "worktree" in fields:
             branch = fields.get("branch", "").removeprefix("refs/heads/") or None
-            found.append(Worktree(Path(fields["worktree"]), fields.get("HEAD", ""), branch))
+            found.append(Worktree(Path(fields["worktree"]), fields.get("HEAD", ""), branch, fields.get("locked")))
     return found
 
 

@@ -2,7 +2,9 @@
 
 Most kills come a random moment after the runner's k-th line of output (k and the moment drawn
 from SEED), so they land wherever the runner is: agents running, commits, checks, reviews,
-merges, state writes, cleanup, its own start. The rest are aimed through the runner's fault hook
+merges, state writes, cleanup, its own start. Half of those kill the runner's whole process
+group, its git commands with it (what stopping a container does); agents run in their own
+groups and live on, as they would. The rest are aimed through the runner's fault hook
 (ccorch/faults.py) at the places a timer hits least often: the stage's merges, the instant
 before the base branch moves, the instant before a state change commits. The schedule is
 reproducible; the timing on the machine is not, and the invariants must hold either way.
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 import subprocess
 import sys
 import threading
@@ -30,9 +33,11 @@ PLAN = {  # three stages, dependencies across them
     "2A": ("1A",),
     "2B": ("1B", "1C"),
     "2C": (),
+    "2D": ("1D",),
     "3A": ("2A", "2B"),
     "3B": ("2C",),
     "3C": ("1D",),
+    "3D": ("2D",),
 }
 # Aimed kills, at seeded places in the schedule: "point:kill:n" dies the n-th time the runner
 # gets to that point; state-write's n is drawn from the seed too.
@@ -44,6 +49,7 @@ class Kill(NamedTuple):
     after_lines: int  # the runner's lines of output before the kill is armed
     delay: float  # then this many seconds
     fault: str  # or, instead: ORCHESTRATOR_FAULT kills the runner at that point
+    group: bool = False  # the runner's process group (its git commands too), not the runner alone
 
 
 def schedule(rng: random.Random) -> list[Kill]:
@@ -53,7 +59,7 @@ def schedule(rng: random.Random) -> list[Kill]:
         if n in aimed:
             kills.append(Kill(0, 0.0, aimed[n].format(n=rng.randint(5, 40))))
         else:
-            kills.append(Kill(rng.randint(0, 4), rng.uniform(0.0, 0.4), ""))
+            kills.append(Kill(rng.randint(0, 4), rng.uniform(0.0, 0.4), "", rng.random() < 0.5))
     return kills
 
 
@@ -84,6 +90,7 @@ class Runner:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             text=True,
+            start_new_session=True,  # its own process group: the runner and its git commands
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -100,16 +107,30 @@ class Runner:
                 assert time.monotonic() < deadline, "the runner stopped making progress"
                 time.sleep(0.01)
             time.sleep(kill.delay)
-            self.process.kill()  # SIGKILL: no handler runs, nothing is cleaned up
+            self._sigkill(kill.group)
         code = self.process.wait(timeout=WAIT)
         self._reader.join(timeout=WAIT)
         return code
 
+    def _sigkill(self, group: bool) -> None:
+        """No handler runs, nothing is cleaned up."""
+        if not group:
+            self.process.kill()
+            return
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass  # it had finished
 
-def where(lines: list[str], fault: str) -> str:
+
+def where(lines: list[str], kill: Kill) -> str:
     """Roughly where the runner was when it died, from the last thing it said."""
-    if fault:
-        return fault.split(":")[0]
+    if kill.fault:
+        return kill.fault.split(":")[0]
+    return _phase(lines) + (" (with git)" if kill.group else "")
+
+
+def _phase(lines: list[str]) -> str:
     last = next((ln for ln in reversed(lines) if ln.strip()), "")
     if ": merging " in last:
         return "merging"
@@ -139,7 +160,7 @@ def test_sigkill_at_random_moments_then_resume_gives_the_same_result(project: Pr
         code = runner.kill_after(kill)
         output = "\n".join(runner.lines)
         assert code in (-9, 0), f"kill {n}: the runner failed on its own (exit {code}):\n{output}"
-        landed.append(where(runner.lines, kill.fault) if code == -9 else "missed (the run had finished)")
+        landed.append(where(runner.lines, kill) if code == -9 else "missed (the run had finished)")
         trailers = project.trailers()
         assert len(trailers) == len(set(trailers)), f"kill {n}: a milestone was merged twice: {trailers}"
     final = project.run("--resume", timeout=WAIT * 3)
@@ -161,7 +182,7 @@ def test_sigkill_at_random_moments_then_resume_gives_the_same_result(project: Pr
     survived = sum(not w.startswith("missed") for w in landed)
     places = ", ".join(f"{w} {landed.count(w)}" for w in sorted(set(landed)))
     print(f"\nchaos: seed {SEED}: {survived}/{KILLS} kills landed and were survived ({places}); {elapsed:.1f}s")
-    assert survived >= KILLS - 3, f"too many runs finished before their kill: {landed}"
+    assert survived >= KILLS // 2, f"too many runs had finished before their kill: {landed}"
 
 
 def assert_tasks_file_agrees_with_git(p: Project) -> None:

@@ -246,7 +246,8 @@ def test_state_deleted_mid_project_resumes_from_git_and_a_fresh_clone_goes_on(pr
 # ---------------------------------------------------------------- orphans
 
 
-def test_an_unrecorded_orphan_is_found_and_stopped_before_its_worktree_is_reused(project: Project) -> None:
+@pytest.mark.parametrize("recorded", [True, False], ids=["pid-recorded", "killed-before-recording"])
+def test_an_orphaned_agent_is_stopped_before_its_worktree_is_reused(project: Project, recorded: bool) -> None:
     project.milestone("1A")
     project.commit_plan()
     project.script(
@@ -254,15 +255,13 @@ def test_an_unrecorded_orphan_is_found_and_stopped_before_its_worktree_is_reused
     )
     runner = start(project.root)
     wait_for(lambda: (project.root / ".worktree/1A/half.txt").exists(), "the agent's partial work")
+    wait_for(lambda: milestone(project, "1A")["agent_pid"], "the agent's pid in the state")
     runner.kill()
     runner.wait(timeout=WAIT)
     orphan = int(implement_calls(project, "1A")[0]["pid"])
-    assert alive(orphan)
-    # As if the kill had come before the runner recorded the agent's pid:
-    with sqlite3.connect(state_db(project)) as db:
-        (data,) = db.execute("SELECT data FROM milestones WHERE id = '1A'").fetchone()
-        record = {**json.loads(data), "agent_pid": 0, "agent_started": 0.0}
-        db.execute("UPDATE milestones SET data = ? WHERE id = '1A'", (json.dumps(record),))
+    assert alive(orphan) and milestone(project, "1A")["agent_pid"] == orphan
+    if not recorded:  # as if the kill had come before the runner recorded the agent's pid
+        forget_agent_pid(project, "1A")
 
     out = project.run("--resume", timeout=WAIT)
     assert out.returncode == 0, out.stdout + out.stderr
@@ -273,6 +272,13 @@ def test_an_unrecorded_orphan_is_found_and_stopped_before_its_worktree_is_reused
     assert float(ended["end"]) < float(second["start"])  # stopped before the worktree was reused
     assert "half.txt" in str(second["prompt"])  # its partial work is handed on
     assert project.show("half.txt") == "half" and project.show("1A.txt") == "done"
+
+
+def forget_agent_pid(p: Project, mid: str) -> None:
+    with sqlite3.connect(state_db(p)) as db:
+        (data,) = db.execute("SELECT data FROM milestones WHERE id = ?", (mid,)).fetchone()
+        record = {**json.loads(data), "agent_pid": 0, "agent_started": 0.0}
+        db.execute("UPDATE milestones SET data = ? WHERE id = ?", (json.dumps(record), mid))
 
 
 def test_a_recycled_pid_is_left_alone(project: Project) -> None:
@@ -292,6 +298,98 @@ def test_a_recycled_pid_is_left_alone(project: Project) -> None:
     finally:
         stranger.kill()
         stranger.wait(timeout=WAIT)
+
+
+# ---------------------------------------------------------------- git left half done (runner killed with its git)
+
+
+def killed_mid_stage(p: Project) -> None:
+    """1A done and 1B hanging when the runner is SIGKILLed: both worktrees stay."""
+    p.milestone("1A")
+    p.milestone("1B")
+    p.commit_plan()
+    p.script({"1B": {"implement": [{"hang": True}, {"write": {"1B.txt": "b"}}]}})
+    runner = start(p.root)
+    wait_for(lambda: milestone(p, "1A")["status"] == "done" and implement_calls(p, "1B"), "1A done, 1B running")
+    runner.kill()
+    runner.wait(timeout=WAIT)
+
+
+def test_stale_git_locks_of_a_killed_git_are_removed(project: Project) -> None:
+    killed_mid_stage(project)
+    common = project.root / ".git"
+    locks = [
+        common / "worktrees" / "1B" / "index.lock",  # `git add` killed in 1B's worktree
+        common / "refs" / "heads" / "milestone" / "1A.lock",  # a commit killed while moving its branch
+        common / "index.lock",  # the checkout's own index: a fast-forward killed
+    ]
+    for lock in locks:
+        lock.write_text("")
+        os.utime(lock, (time.time() - 60, time.time() - 60))
+    out = project.run("--resume", timeout=WAIT)
+    assert out.returncode == 0, out.stdout + out.stderr
+    for lock in locks:
+        assert f"notice: removed the stale git lock {lock}" in out.stdout
+    assert sorted(project.trailers()) == ["1A", "1B"]
+
+
+def test_a_lock_is_kept_while_a_git_process_works_in_the_repository(project: Project) -> None:
+    from ccorch import leftovers
+
+    project.milestone("1A")
+    project.commit_plan()
+    lock = project.root / ".git" / "index.lock"
+    lock.write_text("")
+    os.utime(lock, (time.time() - 60, time.time() - 60))
+    busy = subprocess.Popen(("git", "cat-file", "--batch"), cwd=project.root, stdin=subprocess.PIPE)
+    try:
+        assert leftovers.remove_stale_locks(project.root, project.root / ".worktree", settle=0.5) == []
+        assert lock.exists()
+    finally:
+        busy.kill()
+        busy.wait(timeout=WAIT)
+    naps: list[float] = []
+    fresh = project.root / ".git" / "packed-refs.lock"
+    fresh.write_text("")  # just made: it is given its moment before it counts as stale
+    assert len(leftovers.remove_stale_locks(project.root, project.root / ".worktree", sleep=naps.append)) == 2
+    assert naps and 1.0 < naps[0] <= leftovers.LOCK_MIN_AGE
+    assert not lock.exists() and not fresh.exists()
+
+
+def test_half_made_worktrees_are_made_again(project: Project) -> None:
+    killed_mid_stage(project)
+    admin = project.root / ".git" / "worktrees"
+    (admin / "1A" / "locked").write_text("initializing")  # `git worktree add` killed before it finished
+    (project.root / ".worktree" / "1B" / ".git").unlink()  # killed before it wrote the .git file
+    out = project.run("--resume", timeout=WAIT)
+    assert out.returncode == 0, out.stdout + out.stderr
+    for mid in ("1A", "1B"):
+        assert f"notice: removed the half-made worktree {project.root / '.worktree' / mid}" in out.stdout
+    assert sorted(project.trailers()) == ["1A", "1B"]
+    assert project.git("worktree", "list", "--porcelain").count("worktree ") == 1
+
+
+def test_a_fast_forward_killed_half_way_is_finished_not_blamed_on_the_user(project: Project) -> None:
+    project.milestone("1A")
+    project.milestone("1B")
+    (project.root / "notes.txt").write_text("v1\n")
+    project.commit_plan()
+    project.script(
+        {
+            "1A": {"implement": [{"write": {"1A.txt": "a\n", "notes.txt": "v2\n"}}]},
+            "1B": {"implement": [{"write": {"1B.txt": "b\n"}}]},
+        }
+    )
+    out = project.run(env={"ORCHESTRATOR_FAULT": "move-base:kill"}, timeout=WAIT)
+    assert out.returncode == -9 and project.trailers() == []
+    # What a fast-forward killed half-way leaves: some of the new files written, the branch unmoved.
+    (project.root / "1A.txt").write_text("a\n")
+    (project.root / "notes.txt").write_text("v2\n")
+    out = project.run("--resume", timeout=WAIT)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert sorted(project.trailers()) == ["1A", "1B"]
+    assert project.git("status", "--porcelain").strip() == ""
+    assert (project.root / "notes.txt").read_text() == "v2\n"
 
 
 # ---------------------------------------------------------------- signals
