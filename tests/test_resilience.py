@@ -423,6 +423,32 @@ def test_sigterm_during_a_merge_leaves_the_base_untouched_and_resume_merges_once
     assert all(len(implement_calls(project, m)) == 1 for m in ("1A", "1B", "1C"))
 
 
+def test_sigterm_while_the_resolver_runs_interrupts_and_blocks_nothing(project: Project) -> None:
+    (project.root / "shared.txt").write_text("original\n")
+    project.milestone("1A")
+    project.milestone("1B")
+    project.configure(review={"enabled": False, "max_rounds": 1})
+    project.commit_plan()
+    project.script(
+        {
+            "1A": {"implement": [{"write": {"shared.txt": "from 1A\n"}}]},
+            "1B": {"implement": [{"write": {"shared.txt": "from 1B\n"}}]},
+            "*": {"resolve": [{"hang": True}, {"resolve": "both"}]},
+        }
+    )
+    base = project.git("rev-parse", "main").strip()
+    with running(project) as runner:
+        wait_for(lambda: [c for c in project.agent_calls() if c["role"] == "resolve"], "the resolver")
+        runner.send_signal(signal.SIGTERM)
+        assert runner.wait(timeout=WAIT) == 130, output(project.root)
+    assert project.git("rev-parse", "main").strip() == base
+    assert project.statuses() == {"1A": "done", "1B": "done"}  # interrupted, not blocked by a conflict
+    out = project.run("--resume", timeout=WAIT)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert project.trailers() == ["1B", "1A"]
+    assert project.show("shared.txt") == "from 1A\nfrom 1B\n"
+
+
 def test_a_second_ctrl_c_kills_at_once(project: Project) -> None:
     project.milestone("1A")
     project.commit_plan()
