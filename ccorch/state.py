@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +87,23 @@ class StateStore:
         path = root / STATE_DIR / "state.db"
         if readonly and not path.exists():
             return None
+        if readonly:
+            return cls._open_for_reading(path, root)
+        return cls._open(path, readonly)
+
+    @classmethod
+    def _open_for_reading(cls, path: Path, root: Path) -> StateStore | None:
+        # A reader (status, watch, serve) can catch the runner creating the file, before
+        # its header or schema is written; that is not corruption: look again shortly.
+        for _ in range(10):
+            try:
+                return cls._open(path, readonly=True)
+            except (StateWriteError, UsageError):
+                time.sleep(0.05)
+        return cls._open(path, readonly=True)
+
+    @classmethod
+    def _open(cls, path: Path, readonly: bool) -> StateStore | None:
         if not readonly:
             path.parent.mkdir(parents=True, exist_ok=True)
         uri = f"file:{path}?mode=ro" if readonly else f"file:{path}"
