@@ -412,7 +412,7 @@ class Runner:
         from ccorch import leftovers
 
         folder = self.root / self.cfg.worktree_dir
-        for note in leftovers.remove_stale_locks(self.root, folder) + leftovers.repair_worktrees(self.root, folder):
+        for note in leftovers.repair(self.root, folder):
             self.say(f"notice: {note}")
         shutil.rmtree(self.state_dir / "control", ignore_errors=True)  # stop requests were for that run
         tasks = self.root / self.cfg.tasks_file

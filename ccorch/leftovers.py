@@ -1,11 +1,12 @@
 """What a runner killed together with its git commands leaves in git, repaired at the next start.
 
 A `kill -9` of the runner alone lets its git children finish. When they die too (a container
-stopped, `kill -9 -<group>`), git can leave a worktree half made (locked "initializing", or
-without its `.git` file) and lock files (`index.lock`, `<ref>.lock`) that make every later git
-command there fail. Half-made worktrees held no agent work yet (agents start after the worktree
-is made): they are removed and made again. A lock file is stale when it is a moment old and no
-git process is running in the repository; stale ones are removed, each with a notice.
+stopped, `kill -9 -<group>`), git can leave a worktree half made (locked "initializing", without
+its `.git` file, or an empty folder) and lock files (`index.lock`, `<ref>.lock`) that make every
+later git command there fail. Half-made worktrees held no agent work yet (agents start after the
+worktree is made): they are removed and made again. A lock file is stale when it is a moment old
+and no git process is running in the repository. Nothing is touched while a git process still
+works there (a killed runner's last ones finish on their own); each repair prints a notice.
 """
 
 from __future__ import annotations
@@ -22,43 +23,54 @@ LOCK_MIN_AGE = 2.0  # seconds: a lock younger than this may belong to a git that
 SETTLE_TIMEOUT = 10.0
 
 
-def repair_worktrees(root: Path, folder: Path) -> list[str]:
-    """Remove worktrees under `folder` that `git worktree add` never finished; returns notices."""
-    notes: list[str] = []
-    for wt in git.worktrees(root):
-        half_made = wt.locked == "initializing" or (wt.path.exists() and not (wt.path / ".git").exists())
-        if not half_made or not _inside(wt.path, folder):
-            continue
-        if (wt.path / ".git").exists():
-            git.git(root, "worktree", "remove", "--force", "--force", str(wt.path))
-        else:
-            git.git(root, "worktree", "unlock", str(wt.path), check=False)
-            shutil.rmtree(wt.path, ignore_errors=True)
-            git.prune_worktrees(root)
-        notes.append(f"removed the half-made worktree {wt.path} (it is made again)")
-    return notes
-
-
-def remove_stale_locks(
+def repair(
     root: Path, folder: Path, sleep: Callable[[float], None] = time.sleep, settle: float = SETTLE_TIMEOUT
 ) -> list[str]:
-    """Lock files of our worktrees, our branches, packed refs and the checkout's index that no git holds."""
-    seen = {p: _mtime(p) for p in _lock_files(root, folder)}
-    seen = {p: mtime for p, mtime in seen.items() if mtime != float("inf")}  # gone meanwhile: not stale
-    if not seen:
+    """Stale locks, half-made worktrees under `folder` and empty folders there; returns notices."""
+    locks = {p: m for p in _lock_files(root, folder) if (m := _mtime(p)) != float("inf")}
+    half_made = [wt for wt in git.worktrees(root) if _inside(wt.path, folder) and _half_made(wt)]
+    if not locks and not half_made and not _empty_folders(root, folder):
         return []
-    sleep(min(LOCK_MIN_AGE, max(0.0, LOCK_MIN_AGE - (time.time() - max(seen.values())))))
+    if locks:
+        sleep(min(LOCK_MIN_AGE, max(0.0, LOCK_MIN_AGE - (time.time() - max(locks.values())))))
     if not _git_settled([root, folder], settle):
         return []
     notes = []
-    for path, mtime in seen.items():
+    for path, mtime in locks.items():
         if _mtime(path) == mtime:  # not taken again meanwhile
             path.unlink(missing_ok=True)
             notes.append(f"removed the stale git lock {path} (left by a git command that was killed)")
+    for wt in half_made:
+        _remove_worktree(root, wt.path)
+        notes.append(f"removed the half-made worktree {wt.path} (it is made again)")
+    git.prune_worktrees(root)
+    for path in _empty_folders(root, folder):
+        path.rmdir()
+        notes.append(f"removed the empty folder {path} (a worktree that was never made)")
     return notes
 
 
+def _half_made(wt: git.Worktree) -> bool:
+    return wt.locked == "initializing" or (wt.path.exists() and _git_dir(wt.path) is None)
+
+
+def _remove_worktree(root: Path, path: Path) -> None:
+    if git.git(root, "worktree", "remove", "--force", "--force", str(path), check=False).returncode:
+        # git refuses a worktree whose .git file is missing or half written: take it down by hand
+        git.git(root, "worktree", "unlock", str(path), check=False)
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _empty_folders(root: Path, folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    registered = {wt.path.resolve() for wt in git.worktrees(root)}
+    folders = [p for p in sorted(folder.iterdir()) if p.is_dir() and p.resolve() not in registered]
+    return [p for p in folders if not any(p.iterdir())]
+
+
 def _lock_files(root: Path, folder: Path) -> list[Path]:
+    """Locks of our worktrees, our branches, packed refs and the checkout's index."""
     common = git.git_common_dir(root)
     dirs = [common] + [_git_dir(wt.path) for wt in git.worktrees(root) if _inside(wt.path, folder)]
     locks = [d / name for d in dirs if d is not None for name in ("index.lock", "HEAD.lock")]
@@ -84,7 +96,7 @@ def _mtime(path: Path) -> float:
 
 
 def _git_settled(places: Iterable[Path], timeout: float) -> bool:
-    """Wait (bounded) until no git process works in `places`: a killed runner's last ones finish."""
+    """Wait (bounded) until no git process works in `places`."""
     folders = [str(p.resolve()) for p in places]
     deadline = time.monotonic() + timeout
     while _git_running(folders):

@@ -343,7 +343,7 @@ def test_a_lock_is_kept_while_a_git_process_works_in_the_repository(project: Pro
     os.utime(lock, (time.time() - 60, time.time() - 60))
     busy = subprocess.Popen(("git", "cat-file", "--batch"), cwd=project.root, stdin=subprocess.PIPE)
     try:
-        assert leftovers.remove_stale_locks(project.root, project.root / ".worktree", settle=0.5) == []
+        assert leftovers.repair(project.root, project.root / ".worktree", settle=0.5) == []
         assert lock.exists()
     finally:
         busy.kill()
@@ -351,7 +351,7 @@ def test_a_lock_is_kept_while_a_git_process_works_in_the_repository(project: Pro
     naps: list[float] = []
     fresh = project.root / ".git" / "packed-refs.lock"
     fresh.write_text("")  # just made: it is given its moment before it counts as stale
-    assert len(leftovers.remove_stale_locks(project.root, project.root / ".worktree", sleep=naps.append)) == 2
+    assert len(leftovers.repair(project.root, project.root / ".worktree", sleep=naps.append)) == 2
     assert naps and 1.0 < naps[0] <= leftovers.LOCK_MIN_AGE
     assert not lock.exists() and not fresh.exists()
 
@@ -360,11 +360,13 @@ def test_half_made_worktrees_are_made_again(project: Project) -> None:
     killed_mid_stage(project)
     admin = project.root / ".git" / "worktrees"
     (admin / "1A" / "locked").write_text("initializing")  # `git worktree add` killed before it finished
-    (project.root / ".worktree" / "1B" / ".git").unlink()  # killed before it wrote the .git file
+    (project.root / ".worktree" / "1B" / ".git").write_text("")  # killed while it wrote the .git file
+    (project.root / ".worktree" / "1C").mkdir()  # killed before it registered the worktree
     out = project.run("--resume", timeout=WAIT)
     assert out.returncode == 0, out.stdout + out.stderr
     for mid in ("1A", "1B"):
         assert f"notice: removed the half-made worktree {project.root / '.worktree' / mid}" in out.stdout
+    assert f"notice: removed the empty folder {project.root / '.worktree' / '1C'}" in out.stdout
     assert sorted(project.trailers()) == ["1A", "1B"]
     assert project.git("worktree", "list", "--porcelain").count("worktree ") == 1
 
