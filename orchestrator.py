@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Claude Code Orchestrator: milestone files in, reviewed and merged code out.
 
-Read top-down: main() parses the command line and catches the one error root;
-Runner.run() is the workflow (plan → stages → parallel milestones → integration).
+Read top-down: main() parses the command line (its options live in ccorch/cli.py) and catches
+the one error root; Runner.run() is the workflow (plan → stages → parallel milestones → integration).
 Mechanisms live in advanced.py; plan parsing, agents, state and views in ccorch/.
 """
 
@@ -22,10 +22,11 @@ import time
 import traceback
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from ccorch import agents, faults, git, render
 from ccorch import config as configuration
+from ccorch.cli import build_parser, normalise
 from ccorch.errors import (
     EXIT_INTERNAL,
     EXIT_INTERRUPTED,
@@ -47,16 +48,6 @@ if TYPE_CHECKING:
 HERE = Path(__file__).resolve().parent
 log = logging.getLogger("orchestrator")
 
-EXIT_CODES = """\
-exit codes:
-  0    done (or nothing left to do)
-  1    a milestone failed or was blocked; state is saved, running again resumes
-  2    usage or configuration error (nothing was started)
-  3    internal error (traceback in the run log)
-  130  interrupted (Ctrl-C / SIGTERM / stop); continue with --resume
-"""
-COMMANDS = ("run", "status", "clean", "demo", "validate", "plan", "logs", "stop", "watch", "serve")
-
 
 class Project(NamedTuple):
     root: Path
@@ -66,103 +57,6 @@ class Project(NamedTuple):
 
 
 # ---------------------------------------------------------------- command line
-
-
-def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--project",
-        metavar="DIR",
-        help="the git repository to work on (default: the one containing the current directory)",
-    )
-    common.add_argument(
-        "--config",
-        metavar="PATH",
-        help="config file (default: $ORCHESTRATOR_CONFIG, else orchestrator.config.json at the project root)",
-    )
-    common.add_argument(
-        "--no-color", action="store_true", help="no colour (also when NO_COLOR is set or output is not a terminal)"
-    )
-    parser = argparse.ArgumentParser(
-        prog="orchestrator.py",
-        description="Run a plan of milestone files (milestones/1A.md, 1B.md, 2A.md …) with coding agents: "
-        "each stage's tasks in parallel worktrees, reviewed, then merged into your branch. "
-        "Without a command, `run` is assumed.",
-        epilog=EXIT_CODES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        parents=[common],
-    )
-    _add_run_options(parser.add_argument_group("run options (the default command)"))
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    _add_run_options(
-        sub.add_parser(
-            "run",
-            parents=[common],
-            help="run the remaining stages (default)",
-            epilog=EXIT_CODES,
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-        )
-    )
-    status = sub.add_parser("status", parents=[common], help="show where every milestone stands")
-    status.add_argument("--json", action="store_true", help="print a JSON object (keys documented in the README)")
-    clean = sub.add_parser(
-        "clean", parents=[common], help="remove the runner's merged worktrees and milestone/* branches"
-    )
-    clean.add_argument("--force", action="store_true", help="also drop worktrees and branches holding unmerged work")
-    clean.add_argument(
-        "--state", action="store_true", help="also forget the runner's state (.orchestrator/); git keeps what is merged"
-    )
-    demo = sub.add_parser("demo", parents=[common], help="run the example plan offline in a scratch repository")
-    demo.add_argument(
-        "--dir", metavar="DIR", help="where to create the scratch repository (default: a new temp folder)"
-    )
-    sub.add_parser(
-        "validate", parents=[common], help="check the plan and config, run nothing (same as --validate-only)"
-    )
-    plan = sub.add_parser(
-        "plan", parents=[common], help="show the execution plan, or the exact prompt of one milestone"
-    )
-    plan.add_argument("milestone", nargs="?", metavar="ID")
-    logs = sub.add_parser("logs", parents=[common], help="print a milestone's agent log as a readable transcript")
-    logs.add_argument("milestone", metavar="ID")
-    logs.add_argument("-f", "--follow", action="store_true", help="keep printing as the agent writes")
-    logs.add_argument("--raw", action="store_true", help="print the raw log")
-    stop = sub.add_parser("stop", parents=[common], help="stop the running run, or one milestone's agent")
-    stop.add_argument("milestone", nargs="?", metavar="ID")
-    watch = sub.add_parser("watch", parents=[common], help="live dashboard of a run")
-    watch.add_argument("--refresh", type=float, default=2.0, metavar="N", help="seconds between refreshes (default 2)")
-    watch.add_argument("--once", action="store_true", help="draw one frame and exit")
-    serve = sub.add_parser("serve", parents=[common], help="read-only HTTP status on 127.0.0.1")
-    serve.add_argument(
-        "--port", type=int, default=8765, metavar="N", help="port on 127.0.0.1 (default 8765; 0 picks a free one)"
-    )
-    return parser
-
-
-def _add_run_options(p: Any) -> None:
-    p.add_argument("--stage", type=int, metavar="N", help="run only stage N (earlier stages must be merged)")
-    p.add_argument("--milestone", metavar="ID", help="run only this milestone, e.g. 1A")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted run where it stopped")
-    p.add_argument(
-        "--validate-only", action="store_true", help="check plan and config, report every problem, run nothing"
-    )
-    p.add_argument("--whatif", action="store_true", help="show what would run (same as the plan command)")
-    p.add_argument(
-        "--auto-resume",
-        action="store_true",
-        help="restart the runner with --resume if it dies (./orchestrator.sh run uses it; AUTO_RESUME=false: off)",
-    )
-
-
-def normalise(argv: Sequence[str]) -> list[str]:
-    """`orchestrator.py --stage 1` means `orchestrator.py run --stage 1`."""
-    args = list(argv)
-    first = next((a for a in args if a not in ("--no-color",)), None)
-    if first in ("-h", "--help"):
-        return args
-    if first is None or first not in COMMANDS:
-        return ["run", *args]
-    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:

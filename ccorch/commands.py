@@ -86,9 +86,9 @@ def clean(args: argparse.Namespace) -> int:
     base = view.config.base_branch or git.current_branch(view.root) or "HEAD"
     wt_dir = view.root / view.config.worktree_dir
     removed, kept = [], []
-    for branch in git.branches(view.root, "milestone/*") + git.branches(view.root, "orchestrator/*"):
+    for branch, merged in git.runner_branches(view.root, base, ("milestone/", "orchestrator/")):
         path = git.worktree_of_branch(view.root, branch)
-        unmerged = not git.is_ancestor(view.root, branch, base)
+        unmerged = not merged
         dirty = bool(path and path.exists() and git.status_paths(path))
         if (unmerged or dirty) and not args.force:
             kept.append(f"{branch}" + (" (unmerged commits)" if unmerged else " (uncommitted changes)"))

@@ -282,3 +282,25 @@ def exclude(root: Path, patterns: Sequence[str]) -> None:
 def show_file(cwd: Path, ref: str, path: str) -> str | None:
     out = git(cwd, "show", f"{ref}:{path}", check=False)
     return out.stdout if out.returncode == 0 else None
+
+
+class BranchInfo(NamedTuple):
+    name: str
+    merged: bool  # its tip is already on the base branch
+
+
+def runner_branches(root: Path, base: str, prefixes: Sequence[str]) -> list[BranchInfo]:
+    """The branches under `prefixes` and whether each is merged into `base`.
+
+    GitPython, short-lived (its Repo objects leak in long-running processes): `clean` is a
+    one-shot command, and one repository object answers every ancestry question at once.
+    """
+    import git as gitpython
+
+    with gitpython.Repo(root) as repo:
+        base_commit = repo.commit(base)
+        return [
+            BranchInfo(head.name, repo.is_ancestor(head.commit, base_commit))
+            for head in sorted(repo.heads, key=lambda h: h.name)
+            if head.name.startswith(tuple(prefixes))
+        ]
