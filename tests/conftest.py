@@ -127,6 +127,18 @@ class Project:
             return []
         return [json.loads(line) for line in self.agent_log.read_text().splitlines() if line.strip()]
 
+    def paused_until(self) -> float:
+        """The run's persisted pause, read straight from the state store (faster than `status`)."""
+        from ccorch.state import StateStore
+
+        store = StateStore.open(self.root, readonly=True)
+        if store is None:
+            return 0.0
+        try:
+            return store.run().paused_until
+        finally:
+            store.close()
+
     def status_json(self) -> dict[str, Any]:
         out = self.run("status", "--json")
         assert out.returncode == 0, out.stderr

@@ -22,9 +22,6 @@ import pytest
 from conftest import ORCHESTRATOR, Project
 from fake_anthropic import FakeAnthropic, RecordedRequest
 
-from ccorch.errors import UsageError
-from ccorch.state import StateStore
-
 WAIT = 30.0  # the bound on every wait for the runner
 
 
@@ -74,19 +71,6 @@ class ClaudeProject:
 
     def milestone_state(self, mid: str) -> dict[str, Any]:
         return next(m for m in self.p.status_json()["milestones"] if m["id"] == mid)
-
-    def paused_until(self) -> float:
-        """The run's pause as the state store holds it (read directly: `status` is slower)."""
-        try:
-            store = StateStore.open(self.p.root, readonly=True)
-        except UsageError:  # read while the runner creates it
-            return 0.0
-        if store is None:
-            return 0.0
-        try:
-            return store.run().paused_until
-        finally:
-            store.close()
 
     def log(self, mid: str) -> str:
         path = self.p.root / "logs" / f"{mid}.log"
@@ -204,7 +188,7 @@ def test_usage_limit_pauses_every_task_and_resumes_the_same_sessions(cp: ClaudeP
 
     runner = cp.start()
     try:
-        wait_until(lambda: cp.paused_until() > time.time(), what="the persisted pause")
+        wait_until(lambda: cp.p.paused_until() > time.time(), what="the persisted pause")
         status = cp.p.run("status")
     finally:
         code, printed = finish(runner)

@@ -20,8 +20,6 @@ from conftest import ORCHESTRATOR, Project
 from advanced import RateLimitManager
 from ccorch import config as configuration
 from ccorch.agents import AgentRun
-from ccorch.errors import UsageError
-from ccorch.state import StateStore
 
 DATA = Path(__file__).parent / "data" / "limits"
 NOW = 1_800_000_000.0
@@ -236,19 +234,6 @@ def test_a_run_killed_by_a_watchdog_is_transient_unless_it_showed_a_limit() -> N
 # --- a persisted pause survives a restart ---------------------------------------------
 
 
-def paused_until(root: Path) -> float:
-    try:
-        store = StateStore.open(root, readonly=True)
-    except UsageError:  # read while the runner creates it
-        return 0.0
-    if store is None:
-        return 0.0
-    try:
-        return store.run().paused_until
-    finally:
-        store.close()
-
-
 def test_restarted_runner_keeps_waiting_for_a_persisted_pause(project: Project) -> None:
     project.milestone("1A")
     project.commit_plan()
@@ -262,7 +247,7 @@ def test_restarted_runner_keeps_waiting_for_a_persisted_pause(project: Project) 
     )
     try:
         deadline = time.monotonic() + 30
-        while paused_until(project.root) != reset:
+        while project.paused_until() != reset:
             assert time.monotonic() < deadline, "the pause was never persisted"
             time.sleep(0.05)
         first.send_signal(signal.SIGTERM)
