@@ -36,8 +36,11 @@ def make_project(root: Path, tasks: int, seconds: float, review: bool, agent_log
         "max_parallel_tasks": tasks,
         "review": {"enabled": review},
         "monitor": {"max_cpu_percent": 100, "max_memory_percent": 100, "min_free_disk_gb": 0},
-        "agent": {"preset": "command", "command": [sys.executable, str(HERE / "sleep_agent.py")],
-                  "env": {"BENCH_AGENT_SECONDS": str(seconds), "BENCH_AGENT_LOG": str(agent_log)}},
+        "agent": {
+            "preset": "command",
+            "command": [sys.executable, str(HERE / "sleep_agent.py")],
+            "env": {"BENCH_AGENT_SECONDS": str(seconds), "BENCH_AGENT_LOG": str(agent_log)},
+        },
     }
     (root / "orchestrator.config.json").write_text(json.dumps(config))
     run("git", "add", "-A")
@@ -57,8 +60,13 @@ def measure(tasks: int, seconds: float, review: bool) -> dict[str, float]:
         total = time.monotonic() - started
         out.seek(0)
         assert code == 0, f"run failed with exit {code}:\n{out.read()}"
-    return {"tasks": tasks, "agent_seconds": seconds, "total_seconds": round(total, 3),
-            "overhead_seconds": round(total - seconds, 3), "runner_cpu_percent_of_core": round(cpu_window, 3)}
+    return {
+        "tasks": tasks,
+        "agent_seconds": seconds,
+        "total_seconds": round(total, 3),
+        "overhead_seconds": round(total - seconds, 3),
+        "runner_cpu_percent_of_core": round(cpu_window, 3),
+    }
 
 
 def _cpu_while_agents_run(proc: psutil.Process, agent_log: Path, tasks: int, seconds: float) -> float:
@@ -89,8 +97,10 @@ def main() -> int:
     worst = max(r["overhead_seconds"] for r in runs)
     cpu = max(r["runner_cpu_percent_of_core"] for r in runs)
     ok = worst <= 2.0 and cpu < 2.0
-    print(f"{args.tasks} tasks x {args.seconds:g}s: worst overhead {worst:.2f}s (target <= 2s), "
-          f"runner CPU {cpu:.2f}% of a core while agents run (target < 2%): {'PASS' if ok else 'FAIL'}")
+    print(
+        f"{args.tasks} tasks x {args.seconds:g}s: worst overhead {worst:.2f}s (target <= 2s), "
+        f"runner CPU {cpu:.2f}% of a core while agents run (target < 2%): {'PASS' if ok else 'FAIL'}"
+    )
     out = HERE / "results"
     out.mkdir(exist_ok=True)
     (out / "bench_parallel.json").write_text(json.dumps({"runs": runs, "pass": ok}, indent=2))
