@@ -122,7 +122,8 @@ def load_project(args: argparse.Namespace, keep_config_error: bool = False) -> P
 
 def cmd_validate(args: argparse.Namespace) -> int:
     project = load_project(args, keep_config_error=True)
-    missing = agents.check_installed(project.config.agent, project.root)
+    config_ok = not any(isinstance(p, UsageError) for p in project.problems)  # else: defaults stand in
+    missing = config_ok and agents.check_installed(project.config.agent, project.root)
     if missing:
         print(f"warning: {missing}", file=sys.stderr)
     if project.problems:
@@ -260,7 +261,7 @@ class Runner:
                 return code
         self.store.update_run(status="finished", finished_at=time.time())
         self.render()
-        self.say(f"all done: {self._progress()}")
+        self.say(self._closing_line())
         return EXIT_OK
 
     def _runtime_patterns(self) -> list[str]:
@@ -553,7 +554,10 @@ class Runner:
                 self.store.put(update(rec, status="interrupted", agent_pid=0))
         self.store.update_run(status="interrupted", finished_at=time.time())
         self.render()
-        self.say("interrupted: state saved; continue with `python orchestrator.py --resume`")
+        self.say(
+            f"interrupted: state saved; continue with `{Path(sys.argv[0]).name} --project {self.root} --resume`"
+            " (./orchestrator.sh run resumes by itself)"
+        )
         raise Interrupted("interrupted by the user")
 
     # ------------------------------------------------------------ integration
@@ -644,7 +648,8 @@ class Runner:
         self.worktrees.drop_integration()
         reason = (
             f"your uncommitted changes in {', '.join(blocking)} would be overwritten; the merged result is "
-            f"on branch {kept}. Commit or stash them, then `git merge --ff-only {kept}` (or run again)"
+            f"on branch {kept}. Commit or stash them, then run again: it moves {self.worktrees.base_branch} "
+            f"there (it also refreshes {self.cfg.tasks_file}, which blocks a plain `git merge --ff-only`)"
         )
         self.store.update_run(status="failed", finished_at=time.time(), message=reason)
         self.render()
@@ -671,11 +676,16 @@ class Runner:
         except OSError as e:  # a full disk must not lose what the state store already holds
             log.warning("could not write %s: %s", self.cfg.tasks_file, e)
 
-    def _progress(self) -> str:
-        progress = render.status_json(render.snapshot(self.p.plan, self.store.milestones(), self.store.run()))[
-            "progress"
-        ]
-        return f"{progress['merged']}/{progress['total']} milestones merged"
+    def _closing_line(self) -> str:
+        records = self.store.milestones()
+        total = len(self.p.plan.milestones)
+        pending = [m for m in self.p.plan.milestones if m.id not in records or records[m.id].status != "merged"]
+        if not pending:
+            return f"all done: {total}/{total} milestones merged"
+        return (
+            f"done: what was selected is merged ({total - len(pending)}/{total} milestones merged); "
+            f"next: stage {pending[0].stage} ({', '.join(m.id for m in pending)} not merged yet)"
+        )
 
     def say(self, text: str) -> None:
         print(text, flush=True)

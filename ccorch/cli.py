@@ -103,12 +103,30 @@ def _add_run_options(p: Any) -> None:
     )
 
 
+GLOBAL_FLAGS = ("--no-color",)
+GLOBAL_OPTIONS = ("--project", "--config")  # each takes a value
+
+
 def normalise(argv: Sequence[str]) -> list[str]:
-    """`orchestrator.py --stage 1` means `orchestrator.py run --stage 1`."""
+    """`orchestrator.py --stage 1` means `orchestrator.py run --stage 1`; global options may come
+    before the verb (`--project DIR status`)."""
     args = list(argv)
-    first = next((a for a in args if a not in ("--no-color",)), None)
+    first = _first_word(args)
     if first in ("-h", "--help"):
         return args
     if first is None or first not in COMMANDS:
         return ["run", *args]
-    return args
+    i = args.index(first)
+    return [first, *args[:i], *args[i + 1 :]]  # argparse wants the verb first for sub-options
+
+
+def _first_word(args: list[str]) -> str | None:
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg in GLOBAL_OPTIONS:
+            skip = True
+        elif arg not in GLOBAL_FLAGS and not arg.startswith(tuple(f"{o}=" for o in GLOBAL_OPTIONS)):
+            return arg
+    return None

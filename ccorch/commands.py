@@ -16,9 +16,9 @@ from pathlib import Path
 
 from ccorch import agents, git, prompts, render, transcript
 from ccorch.config import CONFIG_FILE, config_path, load_config
-from ccorch.errors import EXIT_OK, OrchestratorError, UsageError
+from ccorch.errors import EXIT_OK, EXIT_USAGE, OrchestratorError, UsageError
 from ccorch.lock import RunLock, holder_alive, read_holder
-from ccorch.plan import Plan, load_plan
+from ccorch.plan import Plan, load_plan, milestone_id_problem
 from ccorch.state import STATE_DIR, MilestoneState, RunState, StateStore, update
 
 HERE = Path(__file__).resolve().parent.parent
@@ -154,7 +154,7 @@ def plan(args: argparse.Namespace) -> int:
     if wanted:
         return _print_prompt(view.plan, wanted, view.root / view.config.worktree_dir / wanted)
     print("\n".join(_plan_lines(view)))
-    return EXIT_OK
+    return EXIT_USAGE if view.problems else EXIT_OK
 
 
 def _plan_lines(view: _View) -> list[str]:
@@ -217,6 +217,13 @@ def _print_prompt(plan: Plan, milestone_id: str, worktree: Path) -> int:
 
 def logs(args: argparse.Namespace) -> int:
     view = _View(args)
+    if view.plan.get(args.milestone) is None:
+        hint = milestone_id_problem(args.milestone) or ""
+        raise UsageError(
+            f"no milestone {args.milestone} in the plan"
+            + (f": {hint}" if hint else "")
+            + f" (have: {', '.join(m.id for m in view.plan.milestones)})"
+        )
     path = view.root / view.config.logging.log_dir / f"{args.milestone}.log"
     if not path.exists() and not args.follow:
         raise UsageError(f"no log for {args.milestone} yet ({path}); it appears when its agent starts")
@@ -275,7 +282,7 @@ def stop(args: argparse.Namespace) -> int:
     view = _View(args)
     holder = read_holder(view.root / STATE_DIR / "lock")
     if holder is None or not holder_alive(holder):
-        raise OrchestratorError("no run is going in this project")
+        raise UsageError("no run is going in this project: nothing to stop")
     control = view.root / STATE_DIR / "control"
     control.mkdir(parents=True, exist_ok=True)
     if args.milestone:

@@ -237,7 +237,8 @@ def _failure(ctx: _Context, outcome: Outcome) -> MilestoneResult:
     if outcome.kind == "interrupted":
         return MilestoneResult(ctx.m.id, "interrupted", outcome.message)
     fatal = outcome.kind == "auth"
-    return MilestoneResult(ctx.m.id, "failed", f"{outcome.kind}: {outcome.message}", fatal=fatal)
+    reason = outcome.message if outcome.kind == "failed" else f"{outcome.kind}: {outcome.message}"
+    return MilestoneResult(ctx.m.id, "failed", reason, fatal=fatal)
 
 
 def _review(ctx: _Context, round_no: int) -> tuple[bool | None, tuple[str, ...]]:

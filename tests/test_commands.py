@@ -54,7 +54,7 @@ def test_stop_refuses_what_it_cannot_stop(project: Project) -> None:
     project.milestone("2A")
     project.commit_plan()
     out = project.run("stop")
-    assert out.returncode == 1 and "no run is going" in out.stderr
+    assert out.returncode == 2 and "no run is going" in out.stderr
     project.script({"1A": {"implement": [{"hang": True}]}})
     with running(project):
         wait_for(lambda: milestone(project, "1A")["agent_pid"], "1A's agent to run")
@@ -149,7 +149,7 @@ def test_logs_follow_shows_a_running_agent_as_a_readable_transcript(project: Pro
     raw = project.run("logs", "1A", "--raw")
     assert json.dumps(STREAM_JSON[1]) in raw.stdout
     missing = project.run("logs", "1B")
-    assert missing.returncode == 2 and "no log for 1B" in missing.stderr
+    assert missing.returncode == 2 and "no milestone 1B in the plan" in missing.stderr
 
 
 def test_plan_shows_stages_dependencies_estimates_and_merged(project: Project) -> None:

@@ -418,3 +418,26 @@ def test_existing_branch_with_commits_is_refused_not_overwritten(project: Projec
     assert record["status"] == "blocked" and "--resume" in record["reason"] and "1 commit" in record["reason"]
     assert project.git("rev-parse", "milestone/1A").strip() == tip
     assert project.agent_calls() == []
+
+
+def test_global_options_may_come_before_the_verb(project: Project, tmp_path: Path) -> None:
+    two_stage_plan(project)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    from conftest import run_orchestrator
+
+    out = run_orchestrator(elsewhere, "--project", str(project.root), "status", "--json")
+    assert out.returncode == 0, out.stderr
+    assert [m["id"] for m in json.loads(out.stdout)["milestones"]] == ["1A", "1B", "2A"]
+    out = run_orchestrator(elsewhere, f"--project={project.root}", "--no-color", "validate")
+    assert out.returncode == 0 and "plan OK: 3 milestones" in out.stdout
+
+
+def test_a_partial_run_says_what_remains(project: Project) -> None:
+    two_stage_plan(project)
+    out = project.run("--stage", "1")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "all done" not in out.stdout
+    assert "2/3 milestones merged" in out.stdout and "next: stage 2 (2A not merged yet)" in out.stdout
+    out = project.run()
+    assert "all done: 3/3 milestones merged" in out.stdout
