@@ -122,6 +122,18 @@ class Project:
     ) -> subprocess.CompletedProcess[str]:
         return run_orchestrator(self.root, *args, env=env, timeout=timeout)
 
+    def start(self, *argv: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+        """Start a command (the runner by default) in the background, as a terminal would."""
+        return subprocess.Popen(
+            argv or (sys.executable, str(ORCHESTRATOR)),
+            cwd=self.root,
+            env={**os.environ, "NO_COLOR": "1", **(env or {})},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+        )
+
     def agent_calls(self) -> list[dict[str, Any]]:
         if not self.agent_log.exists():
             return []

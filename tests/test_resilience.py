@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import ORCHESTRATOR, REPO, Project, run_orchestrator
+from conftest import REPO, Project, run_orchestrator
 from live import agent_started, alive, milestone, output, running, start, wait_for
 
 from ccorch import faults
@@ -455,15 +455,7 @@ def test_a_second_ctrl_c_kills_at_once(project: Project) -> None:
     project.milestone("1A")
     project.commit_plan()
     project.script({"1A": {"implement": [{"ignore_term": True, "hang": True}, {"write": {"1A.txt": "a"}}]}})
-    runner = subprocess.Popen(
-        (sys.executable, str(ORCHESTRATOR)),
-        cwd=project.root,
-        env={**os.environ, "NO_COLOR": "1"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        text=True,
-    )
+    runner = project.start()
     try:
         wait_for(lambda: milestone(project, "1A")["agent_pid"], "the agent")
         agent = int(implement_calls(project, "1A")[0]["pid"])
@@ -824,16 +816,8 @@ def test_sigterm_to_the_launcher_stops_the_run_without_a_restart(project: Projec
     project.configure(retry_attempts=2)
     project.commit_plan()
     project.script({"1A": {"implement": [{"hang": True}]}})
-    env = {**os.environ, "NO_COLOR": "1", "ORCHESTRATOR_VENV": str(venv), "ORCHESTRATOR_RESTART_PAUSE": "0.2"}
-    launcher_process = subprocess.Popen(
-        (str(REPO / "orchestrator.sh"), "run"),
-        cwd=project.root,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        text=True,
-    )
+    env = {"ORCHESTRATOR_VENV": str(venv), "ORCHESTRATOR_RESTART_PAUSE": "0.2"}
+    launcher_process = project.start(str(REPO / "orchestrator.sh"), "run", env=env)
     try:
         wait_for(lambda: milestone(project, "1A")["agent_pid"], "the agent")
         agent = int(implement_calls(project, "1A")[0]["pid"])
