@@ -55,11 +55,11 @@ setup() {
       return 2
     }
   fi
-  local want="$HERE/requirements.txt"
-  [ "$dev" = "dev" ] && want="$HERE/requirements-dev.txt"
-  local stamp="$VENV/.installed-$(basename "$want")-$(requirements_stamp)"
+  local want=(-r "$HERE/requirements.txt") name=requirements.txt
+  [ "$dev" = "dev" ] && want+=(-r "$HERE/requirements-dev.txt") && name=requirements-dev.txt
+  local stamp="$VENV/.installed-$name-$(requirements_stamp)"
   if [ ! -f "$stamp" ]; then
-    "$VENV/bin/python" -m pip install --disable-pip-version-check -q -r "$want" >&2
+    "$VENV/bin/python" -m pip install --disable-pip-version-check -q "${want[@]}" >&2
     touch "$stamp"
   fi
 }

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
+
+from ccorch import __version__
 
 EXIT_CODES = """\
 exit codes:
@@ -33,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-color", action="store_true", help="no colour (also when NO_COLOR is set or output is not a terminal)"
     )
     parser = argparse.ArgumentParser(
-        prog="orchestrator.py",
+        prog=program_name(),
         description="Run a plan of milestone files (milestones/1A.md, 1B.md, 2A.md …) with coding agents: "
         "each stage's tasks in parallel worktrees, reviewed, then merged into your branch. "
         "Without a command, `run` is assumed.",
@@ -41,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         parents=[common],
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     _add_run_options(parser.add_argument_group("run options (the default command)"))
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_run_options(
@@ -103,6 +108,14 @@ def _add_run_options(p: Any) -> None:
     )
 
 
+def program_name() -> str:
+    """How the user started us: the installed `orchestrator` command, `python -m ccorch`, or the script."""
+    name = Path(sys.argv[0]).name
+    if name == "__main__.py":
+        return f"python -m {__package__}"
+    return "orchestrator" if name == "orchestrator" else "orchestrator.py"
+
+
 GLOBAL_FLAGS = ("--no-color",)
 GLOBAL_OPTIONS = ("--project", "--config")  # each takes a value
 
@@ -112,7 +125,7 @@ def normalise(argv: Sequence[str]) -> list[str]:
     before the verb (`--project DIR status`)."""
     args = list(argv)
     first = _first_word(args)
-    if first in ("-h", "--help"):
+    if first in ("-h", "--help", "--version"):
         return args
     if first is None or first not in COMMANDS:
         return ["run", *args]

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ccorch import agents, git, prompts, render, transcript
+from ccorch.cli import program_name
 from ccorch.config import CONFIG_FILE, config_path, load_config
 from ccorch.errors import EXIT_OK, EXIT_USAGE, OrchestratorError, UsageError
 from ccorch.lock import RunLock, holder_alive, read_holder
@@ -22,6 +23,8 @@ from ccorch.plan import Plan, load_plan, milestone_id_problem
 from ccorch.state import STATE_DIR, MilestoneState, RunState, StateStore, update
 
 HERE = Path(__file__).resolve().parent.parent
+# The example plan is the checkout's milestones/; an installed package carries it as ccorch/example.
+EXAMPLE_PLANS = (Path(__file__).resolve().with_name("example"), HERE / "milestones")
 
 
 class _View:
@@ -131,14 +134,29 @@ def demo(args: argparse.Namespace) -> int:
     print(f"\n--- finished in {time.monotonic() - started:.1f}s with exit code {code}; {target}/TASKS.md says:\n")
     print((target / "TASKS.md").read_text(encoding="utf-8"))
     print(git.git(target, "log", "--graph", "--oneline", "--decorate", "-n", "20").stdout)
-    print(f"Look around: cd {target} && {sys.executable} {HERE / 'orchestrator.py'} status")
+    print(f"Look around: cd {target} && {_invocation()} status")
     return code
 
 
+def _invocation() -> str:
+    name = program_name()
+    if name == "orchestrator.py":
+        return f"{sys.executable} {HERE / 'orchestrator.py'}"
+    return name.replace("python", sys.executable, 1)
+
+
+def example_plan() -> Path:
+    found = next((p for p in EXAMPLE_PLANS if p.is_dir()), None)
+    if found is None:
+        raise OrchestratorError(f"the example plan is missing (looked in {', '.join(map(str, EXAMPLE_PLANS))})")
+    return found
+
+
 def _make_demo_repo(target: Path) -> None:
+    plan = example_plan()
     target.mkdir(parents=True, exist_ok=True)
     git.git(target, "init", "-q", "-b", "main")
-    shutil.copytree(HERE / "milestones", target / "milestones")
+    shutil.copytree(plan, target / "milestones")
     (target / "README.md").write_text("# textstats\n\nA demo project built by Claude Code Orchestrator.\n")
     config = {"max_parallel_tasks": 4, "agent": {"preset": "demo"}, "review": {"enabled": True}}
     (target / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
