@@ -29,6 +29,7 @@ from ccorch.agents import AgentRun
 from ccorch.config import Config, MonitorConfig, ValidationConfig
 from ccorch.errors import OrchestratorError
 from ccorch.plan import Check, Milestone
+from ccorch.state import Ownership
 
 Sleep = Callable[[float], bool]  # sleeps up to N seconds; True when woken by a stop
 
@@ -264,11 +265,21 @@ class WorktreeManager:
 
     INTEGRATION_BRANCH = "orchestrator/integration"
 
-    def __init__(self, root: Path, worktree_dir: Path, base_branch: str, tasks_file: str) -> None:
+    def __init__(
+        self,
+        root: Path,
+        worktree_dir: Path,
+        base_branch: str,
+        tasks_file: str,
+        tasks_ours: Callable[[Path], bool] = lambda _checkout: True,
+        owned: Ownership | None = None,
+    ) -> None:
         self.root = root
         self.dir = worktree_dir
         self.base_branch = base_branch
         self.tasks_file = tasks_file
+        self.tasks_ours = tasks_ours  # False when the user has edited the generated file in that checkout
+        self.owned = owned or Ownership(root)
         self._lock = threading.Lock()
 
     @staticmethod
@@ -308,10 +319,27 @@ class WorktreeManager:
                     f"branch {branch} already exists with {ahead} commit(s) not on {self.base_branch}; "
                     "continue it with --resume, or remove it with `clean --force` (that drops its work)"
                 )
+            self._own_worktree(path)
             git.add_worktree(self.root, path, branch, None)
         else:
+            self.owned.add("branch", branch)
+            self._own_worktree(path)
             git.add_worktree(self.root, path, branch, base)
         return path
+
+    def _own_worktree(self, path: Path) -> None:
+        self.owned.add("worktree", str(path.resolve()))
+
+    def _remove_worktree(self, path: Path) -> None:
+        git.remove_worktree(self.root, path, force=True)
+        self.owned.drop("worktree", str(path.resolve()))
+
+    def _delete_branch(self, branch: str) -> None:
+        git.delete_branch(self.root, branch, force=True)
+        self.owned.drop("branch", branch)
+
+    def owns_branch(self, branch: str) -> bool:
+        return branch in self.owned.names("branch")
 
     def _set_aside(self, path: Path) -> None:
         # An unregistered folder where a worktree should be (a kill during `worktree add`):
@@ -322,10 +350,10 @@ class WorktreeManager:
     def remove(self, milestone_id: str, delete_branch: bool) -> None:
         path, branch = self.path_for(milestone_id), self.branch_for(milestone_id)
         if git.worktree_of_branch(self.root, branch) is not None:
-            git.remove_worktree(self.root, path, force=True)
+            self._remove_worktree(path)
         merged = git.branch_exists(self.root, branch) and git.is_ancestor(self.root, branch, self.base_branch)
-        if delete_branch and merged:
-            git.delete_branch(self.root, branch, force=True)  # on the base branch already: nothing is lost
+        if delete_branch and merged and self.owns_branch(branch):
+            self._delete_branch(branch)  # ours, and on the base branch already: nothing is lost
 
     def integrate(
         self,
@@ -375,12 +403,14 @@ class WorktreeManager:
     def _fresh_integration_worktree(self) -> Path:
         path = self.dir / "_integration"
         if git.worktree_of_branch(self.root, self.INTEGRATION_BRANCH) is not None:
-            git.remove_worktree(self.root, path, force=True)
+            self._remove_worktree(path)
         git.prune_worktrees(self.root)
         if path.exists():
             self._set_aside(path)
         if git.branch_exists(self.root, self.INTEGRATION_BRANCH):
-            git.delete_branch(self.root, self.INTEGRATION_BRANCH, force=True)  # ours, rebuilt each stage
+            self._delete_branch(self.INTEGRATION_BRANCH)  # ours, rebuilt each stage
+        self.owned.add("branch", self.INTEGRATION_BRANCH)
+        self._own_worktree(path)
         git.add_worktree(self.root, path, self.INTEGRATION_BRANCH, self.base_commit())
         return path
 
@@ -390,13 +420,14 @@ class WorktreeManager:
 
     def drop_integration(self) -> None:
         if git.worktree_of_branch(self.root, self.INTEGRATION_BRANCH) is not None:
-            git.remove_worktree(self.root, self.integration_path, force=True)
+            self._remove_worktree(self.integration_path)
         if git.branch_exists(self.root, self.INTEGRATION_BRANCH):
-            git.delete_branch(self.root, self.INTEGRATION_BRANCH, force=True)
+            self._delete_branch(self.INTEGRATION_BRANCH)
 
     def keep_integration(self, name: str) -> str:
         """Keep a finished integration the runner could not move the base branch to."""
         sha = git.rev_parse(self.root, self.INTEGRATION_BRANCH) or ""
+        self.owned.add("branch", name)
         git.git(self.root, "branch", "-f", name, sha)
         return name
 
@@ -409,7 +440,8 @@ class WorktreeManager:
         touched = set(git.changed_between(checkout, old, new))
         _undo_half_applied(checkout, old, new, [p for p in git.status_paths(checkout) if p in touched])
         dirty = git.status_paths(checkout)
-        blocking = sorted(p for p in dirty if p in touched and p != self.tasks_file)
+        ours = self.tasks_ours(checkout)
+        blocking = sorted(p for p in dirty if p in touched and not (p == self.tasks_file and ours))
         if blocking:
             return blocking
         self._release_tasks_file(checkout, old)
@@ -417,15 +449,12 @@ class WorktreeManager:
         return []
 
     def _release_tasks_file(self, checkout: Path, head: str) -> None:
-        # TASKS.md is a generated view the runner rewrites on every change; put it back to the
-        # committed version so the fast-forward can update it. It is rendered again right after.
-        from ccorch.render import is_generated
-
-        tasks = checkout / self.tasks_file
-        if not tasks.exists() or not is_generated(tasks.read_text(encoding="utf-8", errors="replace")):
+        # TASKS.md as the runner last wrote it (checked by move_base: never a user's edit): put it
+        # back to the committed version so the fast-forward can update it. It is rendered again right after.
+        if not git.has_changes(checkout, self.tasks_file):
             return
         if git.show_file(checkout, head, self.tasks_file) is None:
-            tasks.unlink()
+            (checkout / self.tasks_file).unlink(missing_ok=True)
         else:
             git.git(checkout, "checkout", head, "--", self.tasks_file)
 

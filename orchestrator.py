@@ -24,7 +24,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
-from ccorch import agents, faults, git, render
+from ccorch import agents, faults, git, render, tasksfile
 from ccorch import config as configuration
 from ccorch.cli import build_parser, normalise
 from ccorch.errors import (
@@ -39,7 +39,7 @@ from ccorch.errors import (
 from ccorch.lock import RunLock
 from ccorch.pipeline import Held, Job, MilestoneResult, Paused, Progress, Services, run_milestone
 from ccorch.plan import Milestone, Plan, load_plan, milestone_id_problem
-from ccorch.state import STATE_DIR, MilestoneState, StateStore, update
+from ccorch.state import STATE_DIR, MilestoneState, Ownership, StateStore, update
 
 if TYPE_CHECKING:
     from advanced import Integration
@@ -117,7 +117,9 @@ def load_project(args: argparse.Namespace, keep_config_error: bool = False) -> P
             raise
         config, config_problems = configuration.Config(), [e]
     plan, problems = load_plan(root / config.milestones_dir, root)
-    return Project(root, config, plan, (*config_problems, *problems))
+    base = config.base_branch or git.current_branch(root)
+    theirs = tasksfile.ownership_problem(root, config.tasks_file, base)  # never overwrite the user's file
+    return Project(root, config, plan, (*config_problems, *problems, *([theirs] if theirs else [])))
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -182,13 +184,17 @@ class Runner:
         base = self.cfg.base_branch or git.current_branch(self.root)
         if not base:
             raise UsageError("HEAD is detached: check out a branch, or set base_branch in the config")
-        self.worktrees = WorktreeManager(self.root, self.root / self.cfg.worktree_dir, base, self.cfg.tasks_file)
+        self.owned = Ownership(self.root)  # what this runner makes; `clean` touches nothing else
+        self.worktrees = WorktreeManager(
+            self.root, self.root / self.cfg.worktree_dir, base, self.cfg.tasks_file, self._tasks_ours, self.owned
+        )
         self.rate_limits = RateLimitManager(self.cfg, sleep=self.stop.wait)
         self.monitor = SystemMonitor(self.cfg.monitor, self.root, sleep=self.stop.wait)
         self.notifier = Notifier(self.cfg.notify, self.root)
         self.announcer = Announcer(self.notifier)
         self.validator = MilestoneValidator(self.cfg.validation, self.agent_env, tuple(secrets.values()))
         self.store: StateStore
+        self.tasks: tasksfile.TasksFile
         self.interrupts = 0
         self._fatal: MilestoneResult | None = None  # an auth failure: every task stops
         self._stop_checked = 0.0
@@ -199,6 +205,7 @@ class Runner:
             raise UsageError(f"{self.root} has no commits yet: make a first commit, then run again")
         with RunLock(self.state_dir) as lock:
             self.store = self._open_state()
+            self.tasks = tasksfile.TasksFile(self.root, self.cfg.tasks_file, self.say)
             self._setup_logging()
             if lock.notice:
                 self.say(f"notice: {lock.notice}")
@@ -672,9 +679,12 @@ class Runner:
         snap = render.snapshot(self.p.plan, self.store.milestones(), self.store.run())
         self.announcer.observe(snap)  # failures, pauses and resumes become notifications
         try:
-            render.write_atomic(self.root / self.cfg.tasks_file, render.tasks_markdown(snap))
+            self.tasks.write(render.tasks_markdown(snap))
         except OSError as e:  # a full disk must not lose what the state store already holds
             log.warning("could not write %s: %s", self.cfg.tasks_file, e)
+
+    def _tasks_ours(self, checkout: Path) -> bool:
+        return self.tasks.is_ours(checkout)
 
     def _closing_line(self) -> str:
         records = self.store.milestones()

@@ -20,7 +20,7 @@ usage: ./orchestrator.sh [VERB] [ARGS...]
   stop      stop the run, or one milestone: stop [ID]
   plan      the execution plan without running anything; plan 1A prints 1A's prompt
   serve     read-only HTTP status on 127.0.0.1 for other tools (--port N)
-  clean     remove merged worktrees and milestone branches (--force: unmerged too)
+  clean     remove the merged worktrees and branches the runner made (--force: unmerged too; --dry-run)
   validate  check milestones and config, run nothing
   demo      run the example plan offline in a scratch repository (no account needed)
   setup     create venv/ and install requirements.txt

@@ -60,9 +60,15 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", parents=[common], help="show where every milestone stands")
     status.add_argument("--json", action="store_true", help="print a JSON object (keys documented in the README)")
     clean = sub.add_parser(
-        "clean", parents=[common], help="remove the runner's merged worktrees and milestone/* branches"
+        "clean",
+        parents=[common],
+        help="remove the merged worktrees and branches the runner made (recorded in .orchestrator/); "
+        "any other branch is kept",
     )
-    clean.add_argument("--force", action="store_true", help="also drop worktrees and branches holding unmerged work")
+    clean.add_argument(
+        "--force", action="store_true", help="also drop the runner's worktrees and branches holding unmerged work"
+    )
+    clean.add_argument("--dry-run", action="store_true", help="list what would be removed and kept; change nothing")
     clean.add_argument(
         "--state", action="store_true", help="also forget the runner's state (.orchestrator/); git keeps what is merged"
     )

@@ -13,6 +13,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 from ccorch import agents, git, prompts, render, transcript
 from ccorch.cli import program_name
@@ -20,7 +21,7 @@ from ccorch.config import CONFIG_FILE, config_path, load_config
 from ccorch.errors import EXIT_OK, EXIT_USAGE, OrchestratorError, UsageError
 from ccorch.lock import RunLock, holder_alive, read_holder
 from ccorch.plan import Plan, load_plan, milestone_id_problem
-from ccorch.state import STATE_DIR, MilestoneState, RunState, StateStore, update
+from ccorch.state import STATE_DIR, MilestoneState, Ownership, RunState, StateStore, update
 
 HERE = Path(__file__).resolve().parent.parent
 # The example plan is the checkout's milestones/; an installed package carries it as ccorch/example.
@@ -83,30 +84,77 @@ def status(args: argparse.Namespace) -> int:
 
 
 def clean(args: argparse.Namespace) -> int:
+    """Remove the runner's own worktrees and branches (recorded when it made them); nothing else."""
     view = _View(args)
     if _runner_alive(view.root):
         raise UsageError("a run is going in this project; stop it first (`python orchestrator.py stop`)")
     base = view.config.base_branch or git.current_branch(view.root) or "HEAD"
-    wt_dir = view.root / view.config.worktree_dir
-    removed, kept = [], []
-    for branch, merged in git.runner_branches(view.root, base, ("milestone/", "orchestrator/")):
-        path = git.worktree_of_branch(view.root, branch)
-        unmerged = not merged
-        dirty = bool(path and path.exists() and git.status_paths(path))
-        if (unmerged or dirty) and not args.force:
-            kept.append(f"{branch}" + (" (unmerged commits)" if unmerged else " (uncommitted changes)"))
-            continue
-        if path is not None and _inside(path, wt_dir):
-            git.remove_worktree(view.root, path, force=True)
-        git.delete_branch(view.root, branch, force=True)
-        removed.append(branch)
-    git.prune_worktrees(view.root)
-    if args.state:
+    plan = _clean_plan(view.root, base, view.root / view.config.worktree_dir, args.force)
+    if not args.dry_run:
+        plan = _carry_out(view.root, plan)
+        git.prune_worktrees(view.root)
+    _print_clean(plan, args.dry_run)
+    if args.state and not args.dry_run:
         _forget_state(view.root)
-    print(f"removed: {', '.join(removed) or 'nothing'}")
-    if kept:
-        print("kept (holds work not on " + base + "; `clean --force` drops it): " + ", ".join(kept))
+    elif args.state:
+        print("would forget the state (.orchestrator/state.db); merged work is read back from git")
+    if args.dry_run:
+        print(f"dry run: nothing was changed (base branch {base})")
     return EXIT_OK
+
+
+class _Cleaning(NamedTuple):
+    remove: list[tuple[str, Path | None]]  # (branch, its worktree of ours to remove first)
+    kept: list[str]  # "branch (reason)": ours, but holding work or checked out elsewhere
+    not_ours: list[str]
+
+
+def _clean_plan(root: Path, base: str, wt_dir: Path, force: bool) -> _Cleaning:
+    owned = Ownership(root)
+    ours, our_worktrees = set(owned.names("branch")), set(owned.names("worktree"))
+    plan = _Cleaning([], [], [])
+    for branch, merged in git.runner_branches(root, base, ("milestone/", "orchestrator/"), extra=ours):
+        if branch not in ours:
+            plan.not_ours.append(branch)
+            continue
+        path = git.worktree_of_branch(root, branch)
+        if path is not None and (str(path.resolve()) not in our_worktrees or not _inside(path, wt_dir)):
+            plan.kept.append(f"{branch} (checked out at {path}; not a worktree of the runner's)")
+        elif not merged and not force:
+            plan.kept.append(f"{branch} (unmerged commits; `clean --force` drops them)")
+        elif path is not None and path.exists() and git.status_paths(path) and not force:
+            plan.kept.append(f"{branch} (uncommitted changes in {path}; `clean --force` drops them)")
+        else:
+            plan.remove.append((branch, path))
+    return plan
+
+
+def _carry_out(root: Path, plan: _Cleaning) -> _Cleaning:
+    """Remove what the plan says; a git refusal keeps that branch (with git's reason), never a traceback."""
+    owned = Ownership(root)
+    removed: list[tuple[str, Path | None]] = []
+    kept = list(plan.kept)
+    for branch, path in plan.remove:
+        try:
+            if path is not None:
+                git.remove_worktree(root, path, force=True)
+                owned.drop("worktree", str(path.resolve()))
+            git.delete_branch(root, branch, force=True)
+        except OrchestratorError as e:
+            kept.append(f"{branch} ({str(e).splitlines()[-1].strip()})")
+            continue
+        owned.drop("branch", branch)
+        removed.append((branch, path))
+    return _Cleaning(removed, kept, plan.not_ours)
+
+
+def _print_clean(plan: _Cleaning, dry_run: bool) -> None:
+    names = ", ".join(b + (f" and its worktree {p}" if p else "") for b, p in plan.remove)
+    print(f"{'would remove' if dry_run else 'removed'}: {names or 'nothing'}")
+    for line in plan.kept:
+        print(f"kept: {line}")
+    if plan.not_ours:
+        print(f"not ours, kept: {', '.join(plan.not_ours)} (the runner did not make them)")
 
 
 def _inside(path: Path, folder: Path) -> bool:

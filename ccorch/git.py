@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -160,6 +160,12 @@ def status_paths(cwd: Path) -> list[str]:
     return paths
 
 
+def has_changes(cwd: Path, path: str) -> bool:
+    """Whether `path` differs from HEAD in the worktree or the index (untracked counts)."""
+    out = git(cwd, "status", "--porcelain", "-z", "--untracked-files=all", "--", path).stdout
+    return bool(out.strip("\0"))
+
+
 def commit_all(cwd: Path, message: str) -> str | None:
     """Stage everything and commit; None when there was nothing to commit."""
     git(cwd, "add", "-A")
@@ -289,8 +295,8 @@ class BranchInfo(NamedTuple):
     merged: bool  # its tip is already on the base branch
 
 
-def runner_branches(root: Path, base: str, prefixes: Sequence[str]) -> list[BranchInfo]:
-    """The branches under `prefixes` and whether each is merged into `base`.
+def runner_branches(root: Path, base: str, prefixes: Sequence[str], extra: Collection[str] = ()) -> list[BranchInfo]:
+    """The branches under `prefixes` (and those named in `extra`) and whether each is merged into `base`.
 
     GitPython, short-lived (its Repo objects leak in long-running processes): `clean` is a
     one-shot command, and one repository object answers every ancestry question at once.
@@ -302,5 +308,5 @@ def runner_branches(root: Path, base: str, prefixes: Sequence[str]) -> list[Bran
         return [
             BranchInfo(head.name, repo.is_ancestor(head.commit, base_commit))
             for head in sorted(repo.heads, key=lambda h: h.name)
-            if head.name.startswith(tuple(prefixes))
+            if head.name.startswith(tuple(prefixes)) or head.name in extra
         ]

@@ -7,10 +7,12 @@ the source of truth for what is merged; this is a cache of everything else.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import sqlite3
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -181,6 +183,62 @@ class StateStore:
         run = dataclasses.replace(self.run(), **changes)
         self.put_run(run)
         return run
+
+
+class Ownership:
+    """What the runner made in this repository: branches and worktrees. `clean` touches nothing else.
+
+    Its own file, kept by `clean --state`, so forgetting the state does not turn
+    the runner's branches into the user's. Each call opens its own connection: worker threads
+    record the worktrees they add while the main thread writes the state.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.path = root / STATE_DIR / "owned.db"
+
+    def add(self, kind: str, name: str) -> None:
+        """Record `name` (before it is made: a kill in between leaves a record of nothing, never the reverse)."""
+        with self._write() as conn:
+            conn.execute("INSERT OR REPLACE INTO owned VALUES (?, ?, ?)", (kind, name, time.time()))
+
+    def drop(self, kind: str, name: str) -> None:
+        if self.path.exists():
+            with self._write() as conn:
+                conn.execute("DELETE FROM owned WHERE kind = ? AND name = ?", (kind, name))
+
+    def names(self, kind: str) -> list[str]:
+        """Recorded names of `kind`; a missing or unreadable record owns nothing."""
+        if not self.path.exists():
+            return []
+        try:
+            conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=10)
+            try:
+                return [str(r[0]) for r in conn.execute(_NEWEST, (kind,)).fetchall()]
+            finally:
+                conn.close()
+        except sqlite3.Error:
+            return []
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute(
+                    "CREATE TABLE IF NOT EXISTS owned (kind TEXT, name TEXT, at REAL, PRIMARY KEY (kind, name))"
+                )
+                yield conn
+                conn.execute("COMMIT")
+            finally:
+                conn.close()  # an uncommitted transaction is rolled back
+        except sqlite3.Error as e:
+            raise StateWriteError(f"cannot record what the runner made in {self.path}: {e}") from None
+
+
+_OWNED_TABLE = "CREATE TABLE IF NOT EXISTS owned (kind TEXT, name TEXT, at REAL, PRIMARY KEY (kind, name))"
+_NEWEST = "SELECT name FROM owned WHERE kind = ? ORDER BY at DESC"
 
 
 class StateWriteError(OrchestratorError):
