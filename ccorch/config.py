@@ -138,6 +138,8 @@ def _read_json(path: Path) -> dict[str, Any]:
         raise UsageError(f"{path}:{e.lineno}:{e.colno}: invalid JSON: {e.msg}") from None
     except OSError as e:
         raise UsageError(f"cannot read config {path}: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise UsageError(f"{path}: not valid UTF-8 (byte {e.start}): save the file as UTF-8") from None
     if not isinstance(data, dict):
         raise UsageError(f"{path}: the config must be a JSON object")
     return data
@@ -145,8 +147,9 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def _apply_env(data: dict[str, Any], environ: Mapping[str, str], path: Path) -> dict[str, Any]:
     data = dict(data)
-    if environ.get("LOG_LEVEL"):
-        data["logging"] = {**data.get("logging", {}), "level": environ["LOG_LEVEL"].upper()}
+    section = data.get("logging", {})
+    if environ.get("LOG_LEVEL") and isinstance(section, dict):  # not an object: reported as such below
+        data["logging"] = {**section, "level": environ["LOG_LEVEL"].upper()}
     if environ.get("AUTO_RESUME"):
         data["auto_resume"] = parse_bool(environ["AUTO_RESUME"], "AUTO_RESUME")
     return data

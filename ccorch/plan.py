@@ -453,16 +453,20 @@ def parse_estimate(text: str) -> int | None:
     rest = text[terms[-1].end() :].strip()
     if rest and rest[0] not in _NOTE_STARTS:
         return None
-    return sum(_term_minutes(term) for term in terms)
+    minutes = sum(_term_minutes(term) for term in terms)
+    return round(minutes) if minutes <= _MAX_ESTIMATE_MINUTES else None  # also inf: "1e999 hours"
 
 
-def _term_minutes(term: re.Match[str]) -> int:
+_MAX_ESTIMATE_MINUTES = 10 * 365 * 24 * 60  # beyond ten years it is a typo, not an estimate
+
+
+def _term_minutes(term: re.Match[str]) -> float:
     unit = _UNIT_MINUTES[term["unit"][0].lower()]
     high = float(term["high"]) * unit
     if term["low"] is None:
-        return round(high)
+        return high
     low_unit = _UNIT_MINUTES[term["low_unit"][0].lower()] if term["low_unit"] else unit
-    return round(max(high, float(term["low"]) * low_unit))
+    return max(high, float(term["low"]) * low_unit)
 
 
 # ---------------------------------------------------------------- the plan

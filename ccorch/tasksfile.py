@@ -16,6 +16,13 @@ from ccorch import git, render
 
 def ownership_problem(root: Path, tasks_file: str, base: str | None) -> str | None:
     """Why the runner may not write `tasks_file` (a user's file is there), or None."""
+    try:
+        return _ownership_problem(root, tasks_file, base)
+    except ValueError:  # a NUL byte in the path or the branch name: the config checks report those
+        return None
+
+
+def _ownership_problem(root: Path, tasks_file: str, base: str | None) -> str | None:
     path = root / tasks_file
     if path.is_file():
         head, found = _head(path), "the file there"

@@ -6,14 +6,32 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import hypothesis
 import pytest
 from claude_support import *  # noqa: F403  (the real Claude CLI + fake model server fixtures)
 
 REPO = Path(__file__).resolve().parent.parent
+
+# Property-based tests (tests/test_fuzz.py): bounded for a loaded 2-core CI, no example database
+# written into the repository, no per-example deadline (a busy machine is not a failure).
+# HYPOTHESIS_PROFILE=deep explores far more.
+hypothesis.settings.register_profile(
+    "ci",
+    max_examples=60,
+    deadline=None,
+    database=None,
+    print_blob=True,
+    suppress_health_check=[hypothesis.HealthCheck.too_slow, hypothesis.HealthCheck.function_scoped_fixture],
+)
+hypothesis.settings.register_profile("deep", parent=hypothesis.settings.get_profile("ci"), max_examples=3000)
+hypothesis.settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+if not os.environ.get("HYPOTHESIS_STORAGE_DIRECTORY"):  # its caches go to the temp folder, not the checkout
+    hypothesis.configuration.set_hypothesis_home_dir(Path(tempfile.gettempdir()) / "ccorch-hypothesis")
 ORCHESTRATOR = REPO / "orchestrator.py"
 FAKE_AGENT = Path(__file__).resolve().parent / "fake_agent.py"
 if str(REPO) not in sys.path:
