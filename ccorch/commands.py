@@ -89,6 +89,11 @@ def clean(args: argparse.Namespace) -> int:
     if _runner_alive(view.root):
         raise UsageError("a run is going in this project; stop it first (`python orchestrator.py stop`)")
     base = view.config.base_branch or git.current_branch(view.root) or "HEAD"
+    if not git.has_commits(view.root):
+        print("removed: nothing (the repository has no commits yet)")
+        return EXIT_OK
+    if git.rev_parse(view.root, base) is None:
+        raise UsageError(f"base branch `{base}` does not exist: check base_branch in the config, or make a commit")
     plan = _clean_plan(view.root, base, view.root / view.config.worktree_dir, args.force)
     if not args.dry_run:
         plan = _carry_out(view.root, plan)

@@ -226,3 +226,13 @@ def test_forgetting_the_state_keeps_the_record_of_the_runners_branches(project: 
     assert project.branches() == ["milestone/mine"]
     kept = subprocess.run(("git", "rev-parse", "--verify", "-q", "orchestrator/experiment"), cwd=project.root)
     assert kept.returncode == 0
+
+
+def test_clean_with_a_base_branch_that_does_not_exist_is_a_usage_error(project: Project) -> None:
+    failed_run_with_user_branches(project)
+    project.configure(base_branch="develop")
+    refs_before = refs(project)
+    out = project.run("clean", "--force")
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "develop" in out.stderr and "Traceback" not in out.stderr
+    assert refs(project) == refs_before
