@@ -272,7 +272,11 @@ class Runner:
         return EXIT_OK
 
     def _runtime_patterns(self) -> list[str]:
-        return [f"/{self.cfg.worktree_dir.strip('/')}/", f"/{STATE_DIR}/", f"/{self.cfg.logging.log_dir.strip('/')}/"]
+        folders = (self.cfg.worktree_dir, STATE_DIR, self.cfg.logging.log_dir)
+        presets = {self.cfg.agent.preset, *([self.cfg.review.agent.preset] if self.cfg.review.agent else [])}
+        return [f"/{f.strip('/')}/" for f in folders] + [
+            p for x in sorted(presets) for p in agents.OWN_FILES.get(x, ())
+        ]
 
     def _reconcile(self) -> dict[str, str]:
         """Git is the source of truth for what is merged; state is a cache brought in line with it."""

@@ -6,6 +6,9 @@ set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 VENV="${ORCHESTRATOR_VENV:-$HERE/venv}"
 CLAUDE_VERSION="2.1.197"
+CODEX_VERSION="0.169.0"
+GEMINI_VERSION="0.61.0"
+AIDER_VERSION="0.86.2"
 VERBS="run single status watch logs stop plan serve clean validate demo setup help"
 
 usage() {
@@ -77,6 +80,38 @@ install_claude_for_tests() {
     "@anthropic-ai/claude-code@$CLAUDE_VERSION" >&2
 }
 
+install_npm_cli_for_tests() {
+  # The tests drive these real agent CLIs against fake servers on 127.0.0.1 too; pinned, in .tools/.
+  local dir="$HERE/.tools/$1" spec="$2"
+  local stamp="$dir/.installed-${spec//\//_}"
+  [ -f "$stamp" ] && return 0
+  if ! command -v npm >/dev/null 2>&1; then
+    echo "warning: npm not found: the tests that drive the real $spec will be skipped" >&2
+    return 0
+  fi
+  echo "installing $spec into .tools/$1 (for the tests) ..." >&2
+  npm install --prefix "$dir" --no-audit --no-fund --loglevel=error --omit=optional "$spec" >&2
+  touch "$stamp"
+}
+
+install_aider_for_tests() {
+  # Aider is a large Python program: its own venv, installed once and reused.
+  local dir="$HERE/.tools/aider" python
+  [ -n "${AIDER_CLI:-}" ] || [ -f "$dir/.installed-$AIDER_VERSION" ] && return 0
+  python="$(find_python)"
+  echo "installing aider-chat==$AIDER_VERSION into .tools/aider (for the tests; about a minute) ..." >&2
+  "$python" -m venv "$dir"
+  "$dir/bin/python" -m pip install --disable-pip-version-check -q "aider-chat==$AIDER_VERSION" >&2
+  touch "$dir/.installed-$AIDER_VERSION"
+}
+
+install_agents_for_tests() {
+  install_claude_for_tests
+  [ -n "${CODEX_CLI:-}" ] || install_npm_cli_for_tests codex "@openai/codex@$CODEX_VERSION"
+  [ -n "${GEMINI_CLI:-}" ] || install_npm_cli_for_tests gemini "@google/gemini-cli@$GEMINI_VERSION"
+  install_aider_for_tests
+}
+
 py() { setup && exec "$VENV/bin/python" "$HERE/orchestrator.py" "$@"; }
 
 menu() {
@@ -108,7 +143,7 @@ dispatch() {
     status | watch | logs | stop | plan | serve | clean | validate | demo) py "$verb" "$@" ;;
     setup) setup && echo "ready: $VENV" ;;
     test)
-      setup dev && install_claude_for_tests
+      setup dev && install_agents_for_tests
       cd "$HERE" && exec "$VENV/bin/python" -m pytest -n 4 "$@"
       ;;
     help | -h | --help) usage ;;

@@ -39,6 +39,10 @@ AUTH_HINTS = {
     "aider": "set a valid API key for aider's model provider (e.g. ANTHROPIC_API_KEY or OPENAI_API_KEY in .env)",
     "gemini": "run `gemini` once to log in, or set a valid GEMINI_API_KEY (in .env or agent.env)",
 }
+# Files an agent leaves in its worktree that are its own, not the milestone's work: kept out of
+# git through .git/info/exclude (aider's chat history and repo-map cache; it is run with
+# --no-gitignore so the user's .gitignore stays untouched).
+OWN_FILES = {"aider": (".aider*",)}
 DEFAULT_EXECUTABLES = {"claude": "claude", "codex": "codex", "aider": "aider", "gemini": "gemini"}
 DEMO_AGENT = Path(__file__).with_name("demo_agent.py")
 _OUTPUT_LINES_KEPT = 4000
@@ -50,7 +54,7 @@ class Invocation(NamedTuple):
     env: dict[str, str]
     stdin: str
     preset: str
-    session_id: str | None  # the agent session this run writes to (Claude), for --resume later
+    session_id: str | None  # the agent session this run writes to (Claude; Codex when resumed), for resuming
 
 
 class AgentRun(NamedTuple):
@@ -119,7 +123,9 @@ def build_invocation(
         ORCHESTRATOR_PROMPT_FILE=str(prompt_file),
     )
     session_id = None
-    if agent.preset == "claude":
+    if agent.preset == "codex":
+        argv, session_id = _codex_argv(agent, resume_session)
+    elif agent.preset == "claude":
         argv, session_id = _claude_argv(agent, role, resume_session)
         if _is_root() and "--dangerously-skip-permissions" in argv:
             # Claude Code refuses to skip permissions as root unless told it is sandboxed;
@@ -161,11 +167,20 @@ def _claude_argv(agent: AgentConfig, role: str, resume: str | None) -> tuple[tup
     return (*argv, "--session-id", session), session
 
 
+def _codex_argv(agent: AgentConfig, resume: str | None) -> tuple[tuple[str, ...], str | None]:
+    """`codex exec`, prompt on stdin; after a setback `codex exec resume <id>` continues the
+    session Codex named in its thread.started event (ccorch.limits.read_report)."""
+    exe = executable_for(agent) or "codex"
+    model = ("--model", agent.model) if agent.model else ()
+    flags = ("--json", "--dangerously-bypass-approvals-and-sandbox", *model)
+    if resume:
+        return (exe, "exec", "resume", *flags, resume, "-"), resume
+    return (exe, "exec", *flags, "-"), None
+
+
 def _other_argv(agent: AgentConfig, prompt_file: Path) -> tuple[str, ...]:
     exe = executable_for(agent) or agent.preset
     model = ("--model", agent.model) if agent.model else ()
-    if agent.preset == "codex":
-        return (exe, "exec", "--json", "--dangerously-bypass-approvals-and-sandbox", *model, "-")
     if agent.preset == "aider":
         # --no-check-update: with --yes-always an update prompt would be answered "yes".
         return (
@@ -174,6 +189,7 @@ def _other_argv(agent: AgentConfig, prompt_file: Path) -> tuple[str, ...]:
             "--no-auto-commits",
             "--no-gitignore",
             "--no-check-update",
+            "--analytics-disable",  # --yes-always would answer aider's analytics question "yes"
             "--no-pretty",
             *model,
             "--message-file",
@@ -214,6 +230,10 @@ def run_agent(
         _feed_stdin(process, inv.stdin)
         killed = _supervise(process, reader, started, timeout_s, idle_s, watch.stop, clock)
         reader.join(timeout=10)
+        ended = f"killed ({killed})" if killed else f"exit {process.returncode}"
+        log.write(
+            f"===== {ended} after {clock() - started:.1f}s =====\n".encode()
+        )  # what a reader of the log asks first
     return AgentRun(None if killed else process.returncode, reader.text(), killed, clock() - started, process.pid)
 
 

@@ -667,10 +667,12 @@ def _input_tokens(usage: dict[str, Any]) -> int | None:
 
 
 def read_report(output: str) -> AgentReport:
-    """Facts from the last Claude result object (--output-format json or stream-json)."""
-    result = _last_result(_items(output))
+    """Facts from the last Claude result object (--output-format json or stream-json), or from
+    Codex's `exec --json` events (thread.started, turn.completed)."""
+    items = _items(output)
+    result = _last_result(items)
     if result is None:
-        return _NO_REPORT
+        return _codex_report([i for i in items if isinstance(i, dict)])
     usage = _dict(result.get("usage"))
     is_error = result.get("is_error")
     return AgentReport(
@@ -682,6 +684,27 @@ def read_report(output: str) -> AgentReport:
         result_text=_str(result.get("result")),
         is_error=is_error if isinstance(is_error, bool) else None,
         api_error_status=_int(result.get("api_error_status")),
+    )
+
+
+def _codex_report(events: list[dict[str, Any]]) -> AgentReport:
+    """Codex names its session in thread.started and counts tokens per turn in turn.completed;
+    its input_tokens already include the cached ones. Codex reports no cost."""
+    thread = next((e.get("thread_id") for e in events if e.get("type") == "thread.started"), None)
+    usages = [_dict(e.get("usage")) for e in events if e.get("type") == "turn.completed"]
+    if thread is None and not usages:
+        return _NO_REPORT
+    turns = [e for e in events if e.get("type") in ("turn.completed", "turn.failed")]
+    failed = next((e for e in reversed(turns) if e.get("type") == "turn.failed"), None)
+    return AgentReport(
+        session_id=_str(thread),
+        cost_usd=None,
+        input_tokens=sum(_int(u.get("input_tokens")) or 0 for u in usages) if usages else None,
+        output_tokens=sum(_int(u.get("output_tokens")) or 0 for u in usages) if usages else None,
+        num_turns=len(turns) or None,
+        result_text=None,
+        is_error=None if not turns else failed is not None,
+        api_error_status=None,
     )
 
 

@@ -324,7 +324,7 @@ def _attempt(ctx: _Context, role: str, state: dict[str, Any], extra_env: Mapping
         if kind.kind == "ok":
             ctx.tally.crashes = 0
             return Outcome("ok", run.output, False)
-        if state["resumed"] and _SESSION_MISSING in run.output:
+        if state["resumed"] and any(text in run.output for text in _SESSION_MISSING):
             # Killed before the CLI saved the session: nothing to continue, and no attempt lost.
             _log_line(ctx, f"session {ctx.tally.session_id} was never saved; starting a fresh one")
             ctx.tally.session_id = ""
@@ -345,7 +345,9 @@ def _attempt(ctx: _Context, role: str, state: dict[str, Any], extra_env: Mapping
         return outcome
 
 
-_SESSION_MISSING = "No conversation found with session ID"
+# Claude: "No conversation found with session ID …"; Codex: "no rollout found for thread id …".
+_SESSION_MISSING = ("No conversation found with session ID", "no rollout found for thread id")
+RESUMABLE = ("claude", "codex")  # presets whose own session a later run continues
 
 
 def _pause(ctx: _Context, kind: limits.Classification) -> None:
@@ -356,7 +358,7 @@ def _pause(ctx: _Context, kind: limits.Classification) -> None:
 
 def _go_on(ctx: _Context, agent: AgentConfig, role: str, state: dict[str, Any], note: str) -> None:
     """The next run continues the agent's own session with `note`, or starts over with the task."""
-    resumable = agent.preset == "claude" and role != "review" and bool(ctx.tally.session_id)
+    resumable = agent.preset in RESUMABLE and role != "review" and bool(ctx.tally.session_id)
     state.update(prompt=note if resumable else state["task"], resume=resumable)
 
 
@@ -437,7 +439,11 @@ def _one_run(
     kind = s.rate_limits.classify(agent.preset, run)
     if kind.kind == "ok" and head is not None and _unchanged(ctx, head):
         kind = limits.Classification("transient", None, f"{agent.preset} exited 0 without changing anything")
-    tally.add(limits.read_report(run.output))
+    report = limits.read_report(run.output)
+    tally.add(report)
+    if agent.preset in RESUMABLE and role != "review" and report.session_id and not inv.session_id:
+        tally.session_id = report.session_id  # Codex names its session only once it runs
+        state["resume"] = True
     s.emit(Progress(m.id, {"agent_pid": 0, "agent_started": 0.0, **tally.fields()}))
     return run, kind
 

@@ -2,7 +2,8 @@
 
 Sources, first found wins: the JSON file at ORCHESTRATOR_REVIEW_FILE; Claude's structured
 output (`--json-schema`, the `structured_output` of its result); the last line of what the
-agent said, `VERDICT: PASS` or `VERDICT: FAIL`, with `- ` findings above it.
+agent said (Claude's result, Codex's last message, else the plain output), `VERDICT: PASS` or
+`VERDICT: FAIL`, with `- ` findings above it.
 """
 
 from __future__ import annotations
@@ -33,10 +34,11 @@ class Review(NamedTuple):
 def read_verdict(review_file: Path, output: str) -> Review | None:
     """The verdict, or None when the reviewer gave none. `output` is the agent's output or final text."""
     result = _result_event(output)
+    said = str(result.get("result", "")) if result else _codex_message(output) or output
     return (
         _from_file(review_file)
         or _from_object(result.get("structured_output") if result else _json(output), "structured output")
-        or _from_last_line(str(result.get("result", "")) if result else output)
+        or _from_last_line(said)
     )
 
 
@@ -72,6 +74,16 @@ def _result_event(output: str) -> dict[str, Any] | None:
         event = _json(line) if line.startswith("{") else None
         if isinstance(event, dict) and event.get("type") == "result":
             return event
+    return None
+
+
+def _codex_message(output: str) -> str | None:
+    """The last thing Codex said (`codex exec --json`: an agent_message item), if any."""
+    for line in reversed(output.splitlines()):
+        event = _json(line) if line.startswith("{") else None
+        item = event.get("item") if isinstance(event, dict) and event.get("type") == "item.completed" else None
+        if isinstance(item, dict) and item.get("type") == "agent_message":
+            return str(item.get("text", ""))
     return None
 
 

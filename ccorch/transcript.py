@@ -1,4 +1,4 @@
-"""Readable one-liners from an agent's output (Claude stream-json or plain text)."""
+"""Readable one-liners from an agent's output (Claude stream-json, Codex exec --json or plain text)."""
 
 from __future__ import annotations
 
@@ -40,6 +40,28 @@ def _event(event: dict[str, Any]) -> str | None:
         return f"[api retry {event.get('attempt')}/{event.get('max_retries')}] status {event.get('error_status')}"
     if kind == "system" and event.get("subtype") == "init":
         return f"[session {event.get('session_id', '?')}] model {event.get('model', '?')}"
+    return _codex_event(event)
+
+
+def _codex_event(event: dict[str, Any]) -> str | None:
+    """`codex exec --json`: thread.started, item.completed, turn.completed / turn.failed, error."""
+    kind, item = event.get("type"), event.get("item")
+    if kind == "thread.started":
+        return f"[session {event.get('thread_id', '?')}]"
+    if kind == "item.completed" and isinstance(item, dict):
+        if item.get("type") == "agent_message":
+            return _blocks(str(item.get("text", "")), "")
+        if item.get("type") == "command_execution":
+            output = _result(item.get("aggregated_output"))
+            return f"→ shell(command={str(item.get('command', ''))[:120]}) exit {item.get('exit_code')}; {output}"
+        if item.get("type") == "error":
+            return f"[warning] {str(item.get('message', ''))[:300]}"
+    if kind == "turn.completed":
+        usage: dict[str, Any] = event["usage"] if isinstance(event.get("usage"), dict) else {}
+        return f"[done] {usage.get('input_tokens', '?')} in / {usage.get('output_tokens', '?')} out tokens"
+    if kind in ("error", "turn.failed"):
+        error: dict[str, Any] = event["error"] if isinstance(event.get("error"), dict) else event
+        return f"[error] {str(error.get('message', ''))[:300]}"
     return None
 
 

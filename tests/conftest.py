@@ -13,6 +13,7 @@ from typing import Any
 
 import hypothesis
 import pytest
+from agent_clis import *  # noqa: F403  (the real Codex, Aider and Gemini CLIs + a fake OpenAI server)
 from claude_support import *  # noqa: F403  (the real Claude CLI + fake model server fixtures)
 
 REPO = Path(__file__).resolve().parent.parent
@@ -43,7 +44,10 @@ def _no_real_user_state(tmp_path_factory: pytest.TempPathFactory, monkeypatch: p
     """Fail any test that touches the real user's home or this checkout's runtime folders."""
     home = tmp_path_factory.mktemp("home")
     monkeypatch.setenv("HOME", str(home))
-    for var in ("ORCHESTRATOR_CONFIG", "LOG_LEVEL", "AUTO_RESUME", "ANTHROPIC_API_KEY", "CLAUDE_CODE_OAUTH_TOKEN"):
+    for var in (
+        *("ORCHESTRATOR_CONFIG", "LOG_LEVEL", "AUTO_RESUME", "ANTHROPIC_API_KEY", "CLAUDE_CODE_OAUTH_TOKEN"),
+        *("OPENAI_API_KEY", "OPENAI_API_BASE", "OPENAI_BASE_URL", "GEMINI_API_KEY", "GOOGLE_API_KEY"),
+    ):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
     before = {p: p.exists() for p in (REPO / ".orchestrator", REPO / ".worktree", REPO / "logs")}

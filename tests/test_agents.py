@@ -5,7 +5,8 @@ claude   code.claude.com/docs/en/headless, cli-reference (-p, stream-json needs 
 codex    openai/codex docs/exec.md and codex-rs/exec/src/cli.rs: `codex exec --json`,
          PROMPT "-" reads stdin, --dangerously-bypass-approvals-and-sandbox, -m/--model
 aider    aider.chat/docs/scripting.html, docs/config/options.md: --message-file,
-         --yes-always, --no-auto-commits, --no-gitignore, --no-check-update, --no-pretty
+         --yes-always, --no-auto-commits, --no-gitignore, --no-check-update, --analytics-disable,
+         --no-pretty
 gemini   geminicli.com/docs/cli/headless: -p (appended to stdin), --yolo, exit codes 0/1/42/53
 """
 
@@ -126,6 +127,7 @@ def test_aider_reads_the_prompt_file_and_never_commits_or_asks() -> None:
         "--no-auto-commits",  # the runner commits
         "--no-gitignore",  # and keeps .gitignore as the milestone left it
         "--no-check-update",  # --yes-always would accept an upgrade prompt
+        "--analytics-disable",  # and the analytics question
         "--no-pretty",
         "--model",
         "sonnet",
