@@ -29,6 +29,7 @@ from ccorch.agents import AgentRun
 from ccorch.config import Config, MonitorConfig, ValidationConfig
 from ccorch.errors import OrchestratorError
 from ccorch.plan import Check, Milestone
+from ccorch.redact import EMPTY, Leak, Redactor
 from ccorch.state import Ownership
 
 Sleep = Callable[[float], bool]  # sleeps up to N seconds; True when woken by a stop
@@ -542,10 +543,10 @@ class Verdict(NamedTuple):
 class MilestoneValidator:
     """Checks after an agent run. Never trusts an exit code alone: looks at git and the criteria."""
 
-    def __init__(self, config: ValidationConfig, env: Mapping[str, str], secrets: Sequence[str] = ()) -> None:
+    def __init__(self, config: ValidationConfig, env: Mapping[str, str], redactor: Redactor = EMPTY) -> None:
         self._config = config
         self._env = env
-        self._secrets = [s for s in secrets if len(s) >= 8]
+        self._redactor = redactor
 
     def run_checks(self, checks: Sequence[Check], cwd: Path) -> Verdict:
         results = [self._shell(c.command, cwd) for c in checks if c.command]
@@ -571,10 +572,33 @@ class MilestoneValidator:
         return CheckResult(command, out.returncode == 0, self._redact(out.stdout + out.stderr)[-8000:])
 
     def _redact(self, text: str) -> str:
-        # Check output lands in logs and prompts: values from .env never do.
-        for secret in self._secrets:
-            text = text.replace(secret, "[value from .env]")
-        return text
+        # Check output lands in logs and prompts: secrets never do.
+        return self._redactor.mask(text)
+
+    def secrets_in_worktree(self, cwd: Path) -> Verdict | None:
+        """Before anything is committed: a failing verdict naming each file and line holding a secret.
+
+        Runs on the files themselves, before `git add`, because a staged blob is already an
+        object in the user's repository.
+        """
+        if not self._config.forbid_secrets:
+            return None
+        found = [f"{path}:{leak.line}: {leak.kind}: {leak.masked_line}" for path, leak in self._leaks(cwd)]
+        if not found:
+            return None
+        note = (
+            "secrets written into files (nothing was committed): "
+            + "; ".join(found[:20])
+            + ". Remove them and read them from the environment instead"
+        )
+        return Verdict(False, (CheckResult(SECRETS_CHECK, False, note),))
+
+    def _leaks(self, cwd: Path) -> list[tuple[str, Leak]]:
+        leaks = []
+        for path in git.status_paths(cwd):
+            for leak in self._redactor.find(_read_for_scan(cwd / path)):
+                leaks.append((path, leak))
+        return leaks
 
     def _quality(self, m: Milestone, cwd: Path, base: str) -> list[CheckResult]:
         """The quality gates, each on by default and switched in validation.*."""
@@ -585,7 +609,7 @@ class MilestoneValidator:
             self._scope(m, changed) if c.enforce_scope else None,
             self._size(cwd, base, present) if c.max_file_kb > 0 else None,
             self._markers(cwd, present) if c.forbid_conflict_markers else None,
-            self._no_secrets(cwd, present) if c.forbid_secrets and self._secrets else None,
+            self._no_secrets(cwd, present) if c.forbid_secrets else None,
         ]
         return [g for g in gates if g is not None]
 
@@ -615,16 +639,24 @@ class MilestoneValidator:
         return CheckResult("no conflict markers", not marked, note if marked else "")
 
     def _no_secrets(self, cwd: Path, paths: Sequence[str]) -> CheckResult:
-        leaked = [p for p in paths if self._leaks(cwd / p)]
-        note = f"a value from .env is written in: {', '.join(leaked)}; read it from the environment instead"
-        return CheckResult("no secrets from .env", not leaked, note if leaked else "", purge=True)
+        # The scan before each commit keeps secrets out; this catches a change made another way.
+        leaked = [p for p in paths if self._redactor.find(_read_for_scan(cwd / p))]
+        note = f"a secret is written in: {', '.join(leaked)}; read it from the environment instead"
+        return CheckResult(SECRETS_CHECK, not leaked, note if leaked else "", purge=True)
 
-    def _leaks(self, path: Path) -> bool:
-        try:
-            text = path.read_text(errors="replace")
-        except OSError:
-            return False
-        return any(secret in text for secret in self._secrets)
+
+SECRETS_CHECK = "no secrets in the change"
+_SCAN_LIMIT = 16 * 1024 * 1024  # bytes of one file scanned; larger files fail validation.max_file_kb anyway
+
+
+def _read_for_scan(path: Path) -> str:
+    if path.is_symlink() or not path.is_file():
+        return ""
+    try:
+        with open(path, "rb") as f:
+            return f.read(_SCAN_LIMIT).decode("utf-8", "replace")
+    except OSError:
+        return ""
 
 
 _PATH_SPAN = re.compile(r"`([\w./-]+(?:/|\.[A-Za-z0-9]{1,8}))`")

@@ -24,7 +24,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
-from ccorch import agents, faults, git, render, tasksfile
+from ccorch import agents, envfile, faults, files, git, redact, render, tasksfile
 from ccorch import config as configuration
 from ccorch.cli import build_parser, normalise
 from ccorch.errors import (
@@ -61,10 +61,17 @@ class Project(NamedTuple):
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(normalise(sys.argv[1:] if argv is None else argv))
+    redact.install(envfile.redactor_for(Path(args.project or ".")))
+    files.umask()  # read now, while no other thread creates files
+    with redact.masked_terminal(getattr(args, "no_color", False)):
+        return _dispatch_once(args)
+
+
+def _dispatch_once(args: argparse.Namespace) -> int:
     try:
         return dispatch(args)
     except OrchestratorError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {redact.strip_controls(str(e))}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -165,8 +172,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 class Runner:
     def __init__(self, project: Project, args: argparse.Namespace) -> None:
-        from dotenv import dotenv_values
-
         from advanced import MilestoneValidator, RateLimitManager, SystemMonitor, WorktreeManager
         from ccorch.notify import Announcer, Notifier
 
@@ -179,8 +184,10 @@ class Runner:
         self.stop = threading.Event()
         self._stops: dict[str, threading.Event] = {}
         self.events: queue.Queue[object] = queue.Queue()
-        secrets = {k: v for k, v in dotenv_values(self.root / ".env").items() if v is not None}
-        self.agent_env = {**os.environ, **secrets}
+        dotenv = envfile.read_dotenv(self.root)
+        self.agent_env = {**os.environ, **dotenv}
+        self.redactor = redact.Redactor.from_environment(os.environ, dotenv)
+        redact.install(self.redactor)
         base = self.cfg.base_branch or git.current_branch(self.root)
         if not base:
             raise UsageError("HEAD is detached: check out a branch, or set base_branch in the config")
@@ -192,7 +199,7 @@ class Runner:
         self.monitor = SystemMonitor(self.cfg.monitor, self.root, sleep=self.stop.wait)
         self.notifier = Notifier(self.cfg.notify, self.root)
         self.announcer = Announcer(self.notifier)
-        self.validator = MilestoneValidator(self.cfg.validation, self.agent_env, tuple(secrets.values()))
+        self.validator = MilestoneValidator(self.cfg.validation, self.agent_env, self.redactor)
         self.store: StateStore
         self.tasks: tasksfile.TasksFile
         self.interrupts = 0
@@ -702,20 +709,23 @@ class Runner:
         )
 
     def say(self, text: str) -> None:
+        text = redact.strip_controls(text)  # it quotes agents' output: no escape codes of theirs
         print(text, flush=True)
         log.info(text)
 
     def _setup_logging(self) -> None:
-        self.log_dir.mkdir(parents=True, exist_ok=True)
         path = self.log_dir / f"orchestrator_{time.strftime('%Y%m%d_%H%M%S')}.log"
+        files.open_private(path).close()  # the log folder 0700, the run log 0600
         handler = logging.FileHandler(path, encoding="utf-8")
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(threadName)s %(name)s: %(message)s"))
+        formatter = redact.MaskingFormatter("%(asctime)s %(levelname)s %(threadName)s %(name)s: %(message)s")
+        handler.setFormatter(formatter)
         root_logger = logging.getLogger()
         root_logger.setLevel(logging.DEBUG)
         root_logger.addHandler(handler)
         level = self.cfg.logging.level.upper()
         if level == "DEBUG":
             console = logging.StreamHandler(sys.stderr)
+            console.setFormatter(redact.MaskingFormatter())
             console.setLevel(logging.DEBUG)
             root_logger.addHandler(console)
 

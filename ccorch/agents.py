@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import NamedTuple
 
-from ccorch import proc
+from ccorch import files, proc, redact
 from ccorch.config import AgentConfig
 from ccorch.errors import UsageError
 from ccorch.review import VERDICT_SCHEMA
@@ -215,9 +215,8 @@ def run_agent(
     clock: Callable[[], float] = time.monotonic,
 ) -> AgentRun:
     """Run to completion, or kill the whole process group on timeout, idleness or stop."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
     started = clock()
-    with open(log_path, "ab") as log:
+    with files.open_private(log_path, "ab") as log:
         log.write(f"\n===== {header} · {time.strftime('%Y-%m-%d %H:%M:%S')} =====\n".encode())
         log.flush()
         try:
@@ -321,9 +320,10 @@ class _Reader(threading.Thread):
         try:
             for raw in self._process.stdout:
                 self.last_activity = self._clock()
-                self._log.write(raw)  # type: ignore[attr-defined]
+                text = redact.active().mask(raw.decode("utf-8", "replace"))  # the log and the state see it masked
+                self._log.write(text.encode("utf-8"))  # type: ignore[attr-defined]
                 self._log.flush()  # type: ignore[attr-defined]
-                line = raw.decode("utf-8", "replace").rstrip("\r\n")
+                line = text.rstrip("\r\n")
                 self._lines.append(line[:_LINE_CHARS_KEPT])
                 self._on_line(line)
                 if self._end_on is not None and not self.ended:

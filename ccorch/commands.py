@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
-from ccorch import agents, git, prompts, render, transcript
+from ccorch import agents, files, git, prompts, redact, render, transcript
 from ccorch.cli import program_name
 from ccorch.config import CONFIG_FILE, config_path, load_config
 from ccorch.errors import EXIT_OK, EXIT_USAGE, OrchestratorError, UsageError
@@ -317,7 +317,7 @@ def _raw_line(line: str) -> str:
 
 def _print_line(text: str | None) -> None:
     if text:
-        print(text, flush=True)
+        print(redact.strip_controls(text), flush=True)  # an agent's escape codes never reach the terminal
 
 
 def _follow(path: Path, show: Callable[[str], str | None], runner_alive: Callable[[], bool]) -> None:
@@ -355,16 +355,16 @@ def stop(args: argparse.Namespace) -> int:
     if holder is None or not holder_alive(holder):
         raise UsageError("no run is going in this project: nothing to stop")
     control = view.root / STATE_DIR / "control"
-    control.mkdir(parents=True, exist_ok=True)
+    files.private_dir(control)
     if args.milestone:
         _require_running(view, args.milestone)
-        (control / f"stop-{args.milestone}").write_text("")
+        files.open_private(control / f"stop-{args.milestone}", "w").close()
         print(
             f'asked the runner to stop {args.milestone}; it fails with "stopped by user" while the others go on '
             f"(run it again later with `--milestone {args.milestone}`)"
         )
         return EXIT_OK
-    (control / "stop-all").write_text("")
+    files.open_private(control / "stop-all", "w").close()
     try:
         os.kill(int(holder["pid"]), signal.SIGTERM)
     except OSError:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ccorch import git, prompts
-from ccorch.pipeline import Paused, Services, _Context, _run_role, _Tally
+from ccorch.pipeline import Paused, Services, _Context, _log_line, _run_role, _Tally
 from ccorch.plan import Milestone
 
 
@@ -20,7 +20,10 @@ def make_resolver(s: Services, stage: int, milestones: Sequence[Milestone]):  # 
         ctx = _Context(quiet, stand_in, path, git.rev_parse(path, "HEAD") or "", _Tally())
         prompt = prompts.resolve(stage, conflicted, milestones, str(path), failure)
         outcome = _run_role(ctx, "resolve", prompt, resume_session=False)
-        return outcome.kind == "ok"
+        held = s.validator.secrets_in_worktree(path) if outcome.kind == "ok" else None
+        if held is not None:  # its fix would be committed next: a secret must not become an object
+            _log_line(ctx, f"the resolver's fix is not used: {held.failure_output()}")
+        return outcome.kind == "ok" and held is None
 
     return resolve
 

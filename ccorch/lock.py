@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ccorch import files
 from ccorch.errors import UsageError
 
 _WINDOWS_LOCK_OFFSET = 1 << 20  # lock a byte past the JSON, so others can still read who holds it
@@ -34,9 +35,9 @@ class RunLock:
         self.release()
 
     def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        files.private_dir(self.path.parent)
         for _ in range(10):
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
             if not _try_lock(fd):
                 os.close(fd)
                 raise UsageError(_held_message(self.path, read_holder(self.path)))

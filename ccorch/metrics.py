@@ -131,7 +131,7 @@ class MetricsSampler:
             "peaks": self._peaks,
             "milestones": {mid: milestone_figures(m, now) for mid, m in sorted(records.items())},
         }
-        write_atomic(self.path, json.dumps(document, separators=(",", ":")))
+        write_atomic(self.path, json.dumps(document, separators=(",", ":")), private=True)
         return document
 
     def _point(self, now: float, agents: Mapping[str, int]) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ccorch import proc
+from ccorch import proc, redact
 from ccorch.config import NotifyConfig
 from ccorch.render import Snapshot
 
@@ -110,14 +110,14 @@ class Notifier:
     def _commands(self, payload: dict[str, Any]) -> list[tuple[Sequence[str], str]]:
         commands: list[tuple[Sequence[str], str]] = []
         if self._config.command:
-            commands.append((self._config.command, json.dumps(payload)))
+            commands.append((self._config.command, redact.active().mask(json.dumps(payload))))
         desktop = self._desktop_argv(payload) if self._config.desktop else None
         if desktop:
             commands.append((desktop, ""))
         return commands
 
     def _desktop_argv(self, payload: dict[str, Any]) -> tuple[str, ...] | None:
-        title, body = "Claude Code Orchestrator", payload["message"]
+        title, body = "Claude Code Orchestrator", redact.active().clean(payload["message"])
         if self._platform == "darwin" and self._which("osascript"):
             script = f"display notification {_applescript(body)} with title {_applescript(title)}"
             return ("osascript", "-e", script)

@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from ccorch import agents, git, limits, prompts, review, transcript
+from ccorch import agents, files, git, limits, prompts, redact, review, transcript
 from ccorch.config import AgentConfig, Config
 from ccorch.errors import OrchestratorError
 from ccorch.plan import Milestone
@@ -157,24 +157,36 @@ def _implement_and_review(ctx: _Context, previous: MilestoneState | None) -> Mil
     head = git.rev_parse(ctx.path, "HEAD") or ""
     interrupted = previous is not None and previous.status in ("running", "interrupted")
     if interrupted and previous and previous.commit == head and head != ctx.base and not git.status_paths(ctx.path):
-        commit = head  # interrupted after its commit: go on with checks and review, do not redo it
-    else:
-        already = git.changed_between(ctx.path, ctx.base, "HEAD") + git.status_paths(ctx.path)
-        note = prompts.resume_note("resumed run", already) if already else ""
-        outcome = _run_role(ctx, "implement", prompts.implement(m, str(ctx.path), note), resume_session=bool(already))
-        if outcome.kind != "ok":
-            return _failure(ctx, outcome)
-        commit = _commit(ctx, f"Milestone {m.id}: {m.title}")
-    if not git.changed_between(ctx.path, ctx.base, "HEAD"):
+        return _review_rounds(ctx, head, None)  # interrupted after its commit: go on with checks and review
+    already = git.changed_between(ctx.path, ctx.base, "HEAD") + git.status_paths(ctx.path)
+    note = prompts.resume_note("resumed run", already) if already else ""
+    outcome = _run_role(ctx, "implement", prompts.implement(m, str(ctx.path), note), resume_session=bool(already))
+    if outcome.kind != "ok":
+        return _failure(ctx, outcome)
+    if not git.changed_between(ctx.path, ctx.base, "HEAD") and not git.status_paths(ctx.path):
         return MilestoneResult(m.id, "failed", "no changes: the agent finished but changed nothing")
-    return _review_rounds(ctx, commit)
+    return _review_rounds(ctx, head, _Pending(f"Milestone {m.id}: {m.title}", squash=False))
 
 
-def _review_rounds(ctx: _Context, commit: str) -> MilestoneResult:
+class _Pending(NamedTuple):
+    """The agent's change, still to be committed once no secret is found in it."""
+
+    message: str
+    squash: bool
+
+
+def _review_rounds(ctx: _Context, commit: str, pending: _Pending | None) -> MilestoneResult:
     """Checks, review, remediation: at most review.max_rounds rounds of checks and review."""
     m, rounds = ctx.m, ctx.s.config.review.max_rounds
     for round_no in range(1, rounds + 1):
-        verdict = _check(ctx)
+        held = ctx.s.validator.secrets_in_worktree(ctx.path) if pending else None
+        if held is not None:
+            verdict = held  # nothing is committed: not even a staged blob may hold a secret
+            _log_line(ctx, f"checks: {verdict.summary()}\n{verdict.report()}")
+            ctx.s.emit(Progress(m.id, {"checks": verdict.summary()}))
+        else:
+            commit = _commit(ctx, pending.message, pending.squash) if pending else commit
+            verdict = _check(ctx)
         findings: tuple[str, ...] = ()
         if verdict.ok and not ctx.s.config.review.enabled:
             return MilestoneResult(m.id, "done", "", commit)
@@ -190,7 +202,8 @@ def _review_rounds(ctx: _Context, commit: str) -> MilestoneResult:
         outcome = _run_role(ctx, "remediate", prompt, resume_session=True)
         if outcome.kind != "ok":
             return _failure(ctx, outcome)
-        commit = _commit(ctx, f"Milestone {m.id}: remediation round {round_no}", squash=verdict.must_purge())
+        message = pending.message if held is not None and pending else f"Milestone {m.id}: remediation round {round_no}"
+        pending = _Pending(message, squash=verdict.must_purge() or bool(pending and pending.squash))
     return MilestoneResult(m.id, "failed", "unreachable")
 
 
@@ -252,6 +265,7 @@ def _review(ctx: _Context, round_no: int) -> tuple[bool | None, tuple[str, ...]]
         review_file.unlink(missing_ok=True)
         env = {"ORCHESTRATOR_REVIEW_FILE": str(review_file)}
         outcome = _run_role(ctx, "review", prompt, resume_session=False, extra_env=env)
+        files.make_private(review_file)  # the reviewer wrote it with its own umask
         discarded += _discard_reviewer_changes(ctx, head)
         if outcome.kind == "interrupted":
             return None, ()
@@ -286,8 +300,8 @@ def _discard_reviewer_changes(ctx: _Context, head: str) -> list[str]:
 
 
 def _log_line(ctx: _Context, text: str) -> None:
-    with open(ctx.s.log_dir / f"{ctx.m.id}.log", "a", encoding="utf-8") as log:
-        log.write(f"[orchestrator] {text}\n")
+    with files.open_private(ctx.s.log_dir / f"{ctx.m.id}.log") as log:
+        log.write(redact.active().mask(f"[orchestrator] {text}\n"))
 
 
 def _run_role(
@@ -407,8 +421,8 @@ def _one_run(
     if role in ("implement", "remediate"):
         tally.attempts += 1
     prompt_file = s.prompt_dir / f"{m.id}-{role}.md"
-    prompt_file.parent.mkdir(parents=True, exist_ok=True)
-    prompt_file.write_text(state["prompt"], encoding="utf-8")
+    with files.open_private(prompt_file, "w") as f:
+        f.write(redact.active().mask(state["prompt"]))
     resume = tally.session_id if state["resume"] and role != "review" and tally.session_id else None
     state["resumed"] = resume is not None
     inv = agents.build_invocation(

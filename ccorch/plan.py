@@ -18,6 +18,7 @@ from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
 from ccorch.errors import UsageError
+from ccorch.redact import strip_line
 
 _ID = re.compile(r"[1-9][0-9]*[A-Z]")
 _FILE_NAME = re.compile(r"([1-9][0-9]*[A-Z])\.md")
@@ -230,7 +231,7 @@ def _parse(path: Path, text: str) -> tuple[Milestone, list[_Issue]]:
         id=path.stem,
         stage=int(path.stem[:-1]),
         task=path.stem[-1],
-        title=title.heading if title else "",
+        title=strip_line(title.heading).strip() if title else "",  # it reaches terminals: no escape codes
         path=path,
         description=description.body if description else "",
         entry=_checks(sections.get(_ENTRY)),

@@ -13,8 +13,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from ccorch import files, redact
 from ccorch.plan import Plan
-from ccorch.state import MilestoneState, RunState
+from ccorch.state import MilestoneState, RunState, scrub
 
 __all__ = ["MilestoneState", "RunState", "Snapshot"]
 
@@ -35,14 +36,15 @@ class Snapshot(NamedTuple):
 def snapshot(plan: Plan, records: dict[str, MilestoneState], run: RunState, now: float | None = None) -> Snapshot:
     rows = tuple(_row(records.get(m.id), m.id, m.stage, m.title) for m in plan.milestones)
     estimates = {m.id: m.estimate_minutes for m in plan.milestones}
-    return Snapshot(rows, estimates, run, time.time() if now is None else now)
+    return Snapshot(rows, estimates, scrub(run), time.time() if now is None else now)
 
 
 def _row(rec: MilestoneState | None, mid: str, stage: int, title: str) -> MilestoneState:
-    # The plan's title and stage win: the milestone file may have been edited since.
+    # The plan's title and stage win: the milestone file may have been edited since. Scrubbed
+    # again here: a state written by an older runner may hold what it did not mask.
     if rec is None:
-        return MilestoneState(id=mid, stage=stage, title=title)
-    return dataclasses.replace(rec, title=title, stage=stage)
+        return scrub(MilestoneState(id=mid, stage=stage, title=title))
+    return scrub(dataclasses.replace(rec, title=title, stage=stage))
 
 
 def tasks_markdown(snap: Snapshot) -> str:
@@ -236,13 +238,19 @@ def elapsed_seconds(m: MilestoneState, now: float) -> int | None:
     return int(m.finished_at - m.started_at) if m.finished_at >= m.started_at else None  # interrupted: unknown
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Temp file in the same folder + os.replace: readers see the old or the new file, never half."""
+def write_atomic(path: Path, text: str, private: bool = False) -> None:
+    """Temp file in the same folder + os.replace: readers see the old or the new file, never half.
+
+    Secrets are masked. The file is readable by the user only when `private`, else it follows
+    the umask like any file the user makes (mkstemp alone would make it 0600).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        if not private:
+            os.chmod(tmp, 0o666 & ~files.umask())
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
+            f.write(redact.active().mask(text))
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

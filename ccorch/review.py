@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from ccorch import files, redact
+
 NO_VERDICT = "reviewer gave no verdict"
 VERDICT_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -105,5 +107,5 @@ def write_log(path: Path, milestone_id: str, round_no: int, review: Review, disc
     lines += [f"- {f}" for f in review.findings] or ["(no findings)"]
     if discarded:
         lines += ["", f"The reviewer changed {', '.join(discarded)}; those changes were discarded."]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with files.open_private(path, "w") as f:
+        f.write(redact.active().mask("\n".join(lines) + "\n"))

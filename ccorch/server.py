@@ -7,7 +7,7 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from ccorch import render
+from ccorch import redact, render
 from ccorch.errors import OrchestratorError, UsageError
 
 PATHS = ("/health", "/api/milestones", "/api/milestones/<ID>")
@@ -32,7 +32,7 @@ def make_server(snapshot: Callable[[], render.Snapshot], port: int) -> Threading
         do_POST = do_PUT = do_DELETE = do_PATCH = _refuse  # noqa: N815
 
         def _send(self, code: int, body: Any, headers: dict[str, str] | None = None) -> None:
-            data = json.dumps(body).encode()
+            data = redact.active().mask(json.dumps(body)).encode()
             self.send_response(code)
             for name, value in {"Content-Type": "application/json", **(headers or {})}.items():
                 self.send_header(name, value)

@@ -14,9 +14,9 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from ccorch import faults
+from ccorch import faults, files, redact
 from ccorch.errors import OrchestratorError, UsageError
 
 SCHEMA_VERSION = 1
@@ -107,11 +107,14 @@ class StateStore:
     @classmethod
     def _open(cls, path: Path, readonly: bool) -> StateStore | None:
         if not readonly:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            files.private_dir(path.parent)
         uri = f"file:{path}?mode=ro" if readonly else f"file:{path}"
         try:
             conn = sqlite3.connect(uri, uri=True, timeout=10, isolation_level=None, check_same_thread=False)
             store = cls(conn, path)
+            if not readonly:  # SQLite gives its -wal and -shm files the database's mode
+                for name in (path.name, f"{path.name}-wal", f"{path.name}-shm"):
+                    files.make_private(path.with_name(name))
             store._prepare(readonly)
         except sqlite3.OperationalError as e:
             if readonly and "no such table" in str(e):
@@ -161,7 +164,7 @@ class StateStore:
 
     def put(self, *records: MilestoneState) -> None:
         with self._tx():
-            for record in records:
+            for record in map(scrub, records):
                 self._conn.execute("INSERT OR REPLACE INTO milestones VALUES (?, ?)", (record.id, record.to_json()))
 
     def run(self) -> RunState:
@@ -176,6 +179,7 @@ class StateStore:
             raise _corrupt(self.path) from None
 
     def put_run(self, run: RunState) -> None:
+        run = scrub(run)
         with self._tx():
             self._conn.execute("INSERT OR REPLACE INTO meta VALUES ('run', ?)", (json.dumps(dataclasses.asdict(run)),))
 
@@ -280,6 +284,22 @@ class _Transaction:
 
 def _corrupt(path: Path) -> UsageError:
     return UsageError(f"state is corrupt: {path}; `clean --state` starts over, your branches are kept")
+
+
+_Record = TypeVar("_Record", MilestoneState, RunState)
+
+
+def scrub(record: _Record) -> _Record:
+    """Agent output and titles reach every view through the state: no secret, no escape code in it."""
+    clean = redact.active().clean
+    changes: dict[str, Any] = {}
+    for f in dataclasses.fields(record):
+        value = getattr(record, f.name)
+        if isinstance(value, str) and value:
+            changes[f.name] = clean(value)
+        elif isinstance(value, tuple):
+            changes[f.name] = tuple(clean(v) if isinstance(v, str) else v for v in value)
+    return dataclasses.replace(record, **changes)
 
 
 def update(record: MilestoneState, **changes: Any) -> MilestoneState:

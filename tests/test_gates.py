@@ -54,7 +54,7 @@ GATES = {
         path="merged.txt",
     ),
     "secrets": Gate(
-        "no secrets from .env",
+        "no secrets in the change",
         bad={"write": {"settings.txt": f"token = {SECRET}\n"}},
         fix={"write": {"settings.txt": "token = $MY_TOKEN\n"}},
         off={"forbid_secrets": False},
