@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -16,6 +17,8 @@ PATHS = ("/health", "/api/milestones", "/api/milestones/<ID>")
 def make_server(snapshot: Callable[[], render.Snapshot], port: int) -> ThreadingHTTPServer:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
+            if not self._from_loopback_name():
+                return
             try:
                 body = route(self.path, snapshot)
             except OrchestratorError as e:  # e.g. the state is corrupt: say so, keep serving
@@ -27,7 +30,16 @@ def make_server(snapshot: Callable[[], render.Snapshot], port: int) -> Threading
                 self._send(200, body)
 
         def _refuse(self) -> None:
-            self._send(405, {"error": "read-only: only GET is allowed"}, {"Allow": "GET"})
+            if self._from_loopback_name():
+                self._send(405, {"error": "read-only: only GET is allowed"}, {"Allow": "GET"})
+
+        def _from_loopback_name(self) -> bool:
+            # DNS rebinding: a web page whose name now resolves to 127.0.0.1 reaches this port,
+            # but its requests still carry that name in Host.
+            if is_loopback_host(self.headers.get("Host")):
+                return True
+            self._send(403, {"error": "forbidden: the Host header must be localhost or a loopback address"})
+            return False
 
         do_POST = do_PUT = do_DELETE = do_PATCH = _refuse  # noqa: N815
 
@@ -48,6 +60,25 @@ def make_server(snapshot: Callable[[], render.Snapshot], port: int) -> Threading
     except (OSError, OverflowError) as e:
         why = getattr(e, "strerror", None) or e
         raise UsageError(f"cannot serve on 127.0.0.1:{port}: {why}; pick another port with --port N") from None
+
+
+def is_loopback_host(header: str | None) -> bool:
+    """Whether a Host header names localhost, 127.0.0.0/8 or [::1], with or without a port."""
+    host = (header or "").strip().lower()
+    if host.startswith("["):  # [::1] or [::1]:8080
+        name, _, rest = host[1:].partition("]")
+        port_ok = rest == "" or (rest.startswith(":") and rest[1:].isdigit())
+    else:
+        name, colon, port = host.partition(":")
+        port_ok = not colon or port.isdigit()
+    if not port_ok or not name:
+        return False
+    if name in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 def route(path: str, snapshot: Callable[[], render.Snapshot]) -> Any | None:
