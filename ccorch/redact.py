@@ -128,8 +128,16 @@ def _add(values: dict[str, str], value: str, kind: str) -> None:
 
 
 def _compile(values: Iterable[str]) -> re.Pattern[str]:
-    # One alternation, longest literal first, so a value that contains another is masked whole.
-    literals = [re.escape(v) for v in sorted(values, key=len, reverse=True)]
+    """One alternation: the literal values, grouped by first character, then the key shapes.
+
+    Longest literal first, so a value that contains another is masked whole. The grouping lets
+    `re` reject a position on its first character instead of trying every value there (a
+    flat alternation of 40 values is three times slower; bench/redact_mask.py).
+    """
+    groups: dict[str, list[str]] = {}
+    for value in sorted(values, key=len, reverse=True):
+        groups.setdefault(value[0], []).append(re.escape(value[1:]))
+    literals = [f"{re.escape(first)}(?:{'|'.join(rests)})" for first, rests in groups.items()]
     shapes = [shape[0] + _BOUNDARY + shape[1:] for _, shape in _SHAPES]
     return re.compile("|".join([*literals, *shapes]))
 
