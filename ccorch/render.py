@@ -48,7 +48,7 @@ def _row(rec: MilestoneState | None, mid: str, stage: int, title: str) -> Milest
 
 
 def tasks_markdown(snap: Snapshot) -> str:
-    body = _tasks_body(snap)
+    body = redact.active().mask(_tasks_body(snap))  # masked before the digest: write_atomic's mask keeps it
     return f"{GENERATED_MARKER} ({DIGEST_LABEL}{_digest(body)}); do not edit, edit milestones/ instead. -->\n{body}"
 
 

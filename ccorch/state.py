@@ -225,8 +225,8 @@ class Ownership:
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
+            files.open_private(self.path, "a").close()  # 0600 from the start; SQLite's journal takes its mode
             conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
             try:
                 conn.execute("BEGIN IMMEDIATE")
@@ -237,7 +237,7 @@ class Ownership:
                 conn.execute("COMMIT")
             finally:
                 conn.close()  # an uncommitted transaction is rolled back
-        except sqlite3.Error as e:
+        except (sqlite3.Error, OSError) as e:
             raise StateWriteError(f"cannot record what the runner made in {self.path}: {e}") from None
 
 
