@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
+import pty
+import select
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 
 import pytest
-from conftest import Project
+from conftest import ORCHESTRATOR, Project
 
 from ccorch import render, server
 from ccorch.plan import Plan
@@ -75,6 +80,44 @@ def test_without_a_terminal_the_runners_own_output_has_no_escape_codes(hostile: 
     for args in (("status",), ("watch", "--once"), ("plan",)):
         shown = hostile.run(*args, env={"NO_COLOR": ""})
         assert shown.returncode in (0, 2) and "\x1b" not in shown.stdout + shown.stderr, args
+
+
+def on_a_terminal(project: Project, *args: str) -> str:
+    """What `orchestrator.py args` prints on a real (pseudo) terminal, NO_COLOR unset."""
+    controller, terminal = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if k != "NO_COLOR"} | {"TERM": "xterm-256color", "COLUMNS": "160"}
+    shown = subprocess.Popen(
+        (sys.executable, str(ORCHESTRATOR), *args), cwd=project.root, stdin=subprocess.DEVNULL, stdout=terminal,
+        stderr=terminal, env=env,
+    )  # fmt: skip
+    os.close(terminal)
+    screen = b""
+    try:
+        while True:
+            ready, _, _ = select.select([controller], [], [], 30)
+            assert ready, f"no output from {args}; got {screen!r}"
+            try:
+                chunk = os.read(controller, 65536)
+            except OSError:  # the terminal closed: the command has ended
+                break
+            if not chunk:
+                break
+            screen += chunk
+        assert shown.wait(timeout=30) == 0
+    finally:
+        shown.kill()
+        os.close(controller)
+    return screen.decode("utf-8", "replace")
+
+
+def test_on_a_colour_terminal_only_the_runners_own_colours_remain(hostile: Project) -> None:
+    assert hostile.run().returncode == 1
+    screen = on_a_terminal(hostile, "status")
+    assert "\x1b[" in screen  # a terminal gets colour
+    assert "Evil" in screen and "pwned" not in screen and "\x1b]" not in screen and "\x07" not in screen
+    assert "\x9b" not in screen and "\x1b[2J" not in screen and "\x1b[31mred" not in screen
+    logs = on_a_terminal(hostile, "logs", "1B")
+    assert "cleared" in logs and "\x1b" not in logs and "\x07" not in logs
 
 
 # ------------------------------------------------------------------ Host header
