@@ -51,14 +51,15 @@ def _head(path: Path) -> str:
 
 
 def is_ours(checkout: Path, tasks_file: str) -> bool:
-    """True when the file in `checkout` is missing or exactly as the runner generated it."""
+    """True when the file in `checkout` is missing, exactly as the runner generated it, or as committed
+    (a committed edit is kept by git; only an uncommitted one would be lost)."""
     try:
         text = (checkout / tasks_file).read_bytes().decode("utf-8")
     except FileNotFoundError:
         return True
     except (OSError, UnicodeDecodeError):
-        return False
-    return render.is_unedited(text)
+        text = ""
+    return render.is_unedited(text) or not git.has_changes(checkout, tasks_file)
 
 
 class TasksFile:

@@ -236,3 +236,18 @@ def test_clean_with_a_base_branch_that_does_not_exist_is_a_usage_error(project: 
     assert out.returncode == 2, out.stdout + out.stderr
     assert "develop" in out.stderr and "Traceback" not in out.stderr
     assert refs(project) == refs_before
+
+
+def test_a_committed_edit_to_the_generated_tasks_file_is_kept_in_history_and_the_file_regenerated(
+    project: Project,
+) -> None:
+    plan_of_two_stages(project)
+    assert project.run("--stage", "1").returncode == 0
+    tasks = project.root / "TASKS.md"
+    tasks.write_text(tasks.read_text() + "\nMy committed note.\n")
+    project.git("commit", "-qam", "a note in TASKS.md")
+    noted = project.git("rev-parse", "HEAD").strip()
+    out = project.run()
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "My committed note." in committed(project, "TASKS.md", noted).decode()  # git keeps it
+    assert render.is_unedited(tasks.read_text()) and project.git("status", "--porcelain").strip() == ""
