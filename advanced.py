@@ -24,7 +24,7 @@ from typing import NamedTuple, Protocol
 
 import tenacity
 
-from ccorch import git, limits, proc
+from ccorch import git, limits, proc, safe_delete
 from ccorch.agents import AgentRun
 from ccorch.config import Config, MonitorConfig, ValidationConfig
 from ccorch.errors import OrchestratorError
@@ -332,7 +332,7 @@ class WorktreeManager:
         self.owned.add("worktree", str(path.resolve()))
 
     def _remove_worktree(self, path: Path) -> None:
-        git.remove_worktree(self.root, path, force=True)
+        safe_delete.remove_worktree(self.root, path, allowed_under=self.dir)
         self.owned.drop("worktree", str(path.resolve()))
 
     def _delete_branch(self, branch: str) -> None:

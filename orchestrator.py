@@ -14,7 +14,6 @@ import contextlib
 import logging
 import os
 import queue
-import shutil
 import signal
 import sys
 import threading
@@ -24,7 +23,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
-from ccorch import agents, envfile, faults, files, git, redact, render, tasksfile
+from ccorch import agents, envfile, faults, files, git, preflight, redact, render, safe_delete, tasksfile
 from ccorch import config as configuration
 from ccorch.cli import build_parser, normalise
 from ccorch.errors import (
@@ -38,7 +37,7 @@ from ccorch.errors import (
 )
 from ccorch.lock import RunLock
 from ccorch.pipeline import Held, Job, MilestoneResult, Paused, Progress, Services, run_milestone
-from ccorch.plan import Milestone, Plan, load_plan, milestone_id_problem
+from ccorch.plan import Milestone, Plan, load_plan
 from ccorch.state import STATE_DIR, MilestoneState, Ownership, StateStore, update
 
 if TYPE_CHECKING:
@@ -54,6 +53,7 @@ class Project(NamedTuple):
     config: configuration.Config
     plan: Plan
     problems: tuple[object, ...]
+    config_ok: bool = True  # False: the config had problems (listed in `problems`); defaults stand in
 
 
 # ---------------------------------------------------------------- command line
@@ -111,8 +111,8 @@ def dispatch(args: argparse.Namespace) -> int:
 
 
 def load_project(args: argparse.Namespace, keep_config_error: bool = False) -> Project:
-    """Config and plan, read once. With keep_config_error, a bad config becomes one more problem
-    (and the plan is read with defaults), so --validate-only can report everything at once."""
+    """Config and plan, read once. With keep_config_error, each config problem becomes one more problem
+    (and the plan is read with defaults), so --validate-only and run can report everything at once."""
     root = git.find_root(Path(args.project or ".").resolve())
     path = configuration.config_path(root, args.config, os.environ)
     explicit = bool(args.config or os.environ.get("ORCHESTRATOR_CONFIG"))
@@ -122,22 +122,35 @@ def load_project(args: argparse.Namespace, keep_config_error: bool = False) -> P
     except UsageError as e:
         if not keep_config_error:
             raise
-        config, config_problems = configuration.Config(), [e]
+        config, config_problems = configuration.Config(), list(getattr(e, "problems", [e]))
     plan, problems = load_plan(root / config.milestones_dir, root)
     base = config.base_branch or git.current_branch(root)
     theirs = tasksfile.ownership_problem(root, config.tasks_file, base)  # never overwrite the user's file
-    return Project(root, config, plan, (*config_problems, *problems, *([theirs] if theirs else [])))
+    return Project(
+        root, config, plan, (*config_problems, *problems, *([theirs] if theirs else [])), not config_problems
+    )
+
+
+def check_project(project: Project, args: argparse.Namespace) -> list[object]:
+    """Every problem that stops a run, found before anything is written; warnings are printed."""
+    from ccorch.plan import stray_entries
+
+    for warning in stray_entries(project.root / project.config.milestones_dir, project.root):
+        print(f"warning: {warning}", file=sys.stderr)
+    config = project.config if project.config_ok else None
+    stage, milestone = getattr(args, "stage", None), getattr(args, "milestone", None)
+    return [*project.problems, *preflight.problems(project.root, config, project.plan, stage, milestone)]
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
     project = load_project(args, keep_config_error=True)
-    config_ok = not any(isinstance(p, UsageError) for p in project.problems)  # else: defaults stand in
-    missing = config_ok and agents.check_installed(project.config.agent, project.root)
+    problems = check_project(project, args)
+    missing = project.config_ok and agents.check_installed(project.config.agent, project.root)
     if missing:
         print(f"warning: {missing}", file=sys.stderr)
-    if project.problems:
-        print(render.problems_text(project.problems), file=sys.stderr)
-        print(f"{len(project.problems)} problem(s) found; nothing was run", file=sys.stderr)
+    if problems:
+        print(render.problems_text(problems), file=sys.stderr)
+        print(f"{len(problems)} problem(s) found; nothing was run", file=sys.stderr)
         return EXIT_USAGE
     stages = project.plan.stages()
     print(f"plan OK: {len(project.plan.milestones)} milestones in {len(stages)} stage(s); config OK")
@@ -151,16 +164,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         from ccorch import commands
 
         return commands.plan(args)
-    project = load_project(args)
+    project = load_project(args, keep_config_error=True)
+    problems = check_project(project, args)
+    if problems:
+        print(render.problems_text(problems), file=sys.stderr)
+        raise UsageError(f"{len(problems)} problem(s) found; nothing was run (fix them; see --validate-only)")
     if args.auto_resume and project.config.auto_resume:  # config auto_resume, or env AUTO_RESUME
         from ccorch import supervise
 
         return supervise.supervise(args, HERE / "orchestrator.py")
-    if project.problems:
-        print(render.problems_text(project.problems), file=sys.stderr)
-        raise UsageError(f"{len(project.problems)} problem(s) in the plan; fix them (see --validate-only)")
-    if args.milestone and milestone_id_problem(args.milestone):
-        raise UsageError(str(milestone_id_problem(args.milestone)))
     missing = agents.check_installed(project.config.agent, project.root)
     if missing:
         raise UsageError(missing)
@@ -184,13 +196,11 @@ class Runner:
         self.stop = threading.Event()
         self._stops: dict[str, threading.Event] = {}
         self.events: queue.Queue[object] = queue.Queue()
-        dotenv = envfile.read_dotenv(self.root)
+        dotenv = preflight.read_env(self.root)  # strict: a line that does not load is exit 2
         self.agent_env = {**os.environ, **dotenv}
         self.redactor = redact.Redactor.from_environment(os.environ, dotenv)
         redact.install(self.redactor)
-        base = self.cfg.base_branch or git.current_branch(self.root)
-        if not base:
-            raise UsageError("HEAD is detached: check out a branch, or set base_branch in the config")
+        base = preflight.base_branch(self.root, self.cfg)
         self.owned = Ownership(self.root)  # what this runner makes; `clean` touches nothing else
         self.worktrees = WorktreeManager(
             self.root, self.root / self.cfg.worktree_dir, base, self.cfg.tasks_file, self._tasks_ours, self.owned
@@ -327,7 +337,8 @@ class Runner:
         folder = self.root / self.cfg.worktree_dir
         for note in leftovers.repair(self.root, folder):
             self.say(f"notice: {note}")
-        shutil.rmtree(self.state_dir / "control", ignore_errors=True)  # stop requests were for that run
+        # stop requests were for that run
+        safe_delete.remove_tree(self.state_dir / "control", root=self.root, allowed_under=self.state_dir)
         tasks = self.root / self.cfg.tasks_file
         for leftover in tasks.parent.glob(f".{tasks.name}.*.tmp"):  # render.write_atomic's, from a kill
             leftover.unlink(missing_ok=True)
@@ -338,36 +349,8 @@ class Runner:
             self._cleanup([m for m in self.p.plan.milestones if m.id in merged and f"milestone/{m.id}" in branches])
 
     def _select(self, merged: dict[str, str]) -> list[tuple[int, list[Milestone]]]:
-        plan, a = self.p.plan, self.args
-        pending = [m for m in plan.milestones if m.id not in merged]
-        if a.milestone:
-            m = plan.get(a.milestone)
-            if m is None:
-                raise UsageError(
-                    f"no milestone {a.milestone} in {self.cfg.milestones_dir}/ "
-                    f"(have: {', '.join(x.id for x in plan.milestones)})"
-                )
-            self._require_earlier_merged(m.stage, pending, f"milestone {m.id}")
-            missing = [d for d in m.dependencies if d not in merged]
-            if missing:
-                raise UsageError(f"milestone {m.id} depends on {', '.join(missing)}, not merged yet")
-            return [] if m.id in merged else [(m.stage, [m])]
-        stages = sorted({m.stage for m in pending})
-        if a.stage is not None:
-            if a.stage not in plan.stages():
-                raise UsageError(f"there is no stage {a.stage} (stages: {', '.join(map(str, plan.stages()))})")
-            self._require_earlier_merged(a.stage, pending, f"stage {a.stage}")
-            stages = [s for s in stages if s == a.stage]
-        return [(s, [m for m in pending if m.stage == s]) for s in stages]
-
-    def _require_earlier_merged(self, stage: int, pending: list[Milestone], what: str) -> None:
-        earlier = [m.id for m in pending if m.stage < stage]
-        if earlier:
-            first = min(m.stage for m in pending)
-            raise UsageError(
-                f"{what} needs the earlier stages merged first; not merged: {', '.join(earlier)} "
-                f"(run `--stage {first}` or run without --stage)"
-            )
+        a = self.args
+        return preflight.selection(self.p.plan, list(merged), a.stage, a.milestone, self.cfg.milestones_dir)
 
     # ------------------------------------------------------------ one stage
 

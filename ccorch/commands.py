@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
-from ccorch import agents, files, git, prompts, redact, render, transcript
+from ccorch import agents, files, git, prompts, redact, render, safe_delete, transcript
 from ccorch.cli import program_name
 from ccorch.config import CONFIG_FILE, config_path, load_config
 from ccorch.errors import EXIT_OK, EXIT_USAGE, OrchestratorError, UsageError
@@ -94,9 +94,10 @@ def clean(args: argparse.Namespace) -> int:
         return EXIT_OK
     if git.rev_parse(view.root, base) is None:
         raise UsageError(f"base branch `{base}` does not exist: check base_branch in the config, or make a commit")
-    plan = _clean_plan(view.root, base, view.root / view.config.worktree_dir, args.force)
+    wt_dir = view.root / view.config.worktree_dir
+    plan = _clean_plan(view.root, base, wt_dir, args.force)
     if not args.dry_run:
-        plan = _carry_out(view.root, plan)
+        plan = _carry_out(view.root, plan, wt_dir)
         git.prune_worktrees(view.root)
     _print_clean(plan, args.dry_run)
     if args.state and not args.dry_run:
@@ -134,7 +135,7 @@ def _clean_plan(root: Path, base: str, wt_dir: Path, force: bool) -> _Cleaning:
     return plan
 
 
-def _carry_out(root: Path, plan: _Cleaning) -> _Cleaning:
+def _carry_out(root: Path, plan: _Cleaning, wt_dir: Path) -> _Cleaning:
     """Remove what the plan says; a git refusal keeps that branch (with git's reason), never a traceback."""
     owned = Ownership(root)
     removed: list[tuple[str, Path | None]] = []
@@ -142,7 +143,7 @@ def _carry_out(root: Path, plan: _Cleaning) -> _Cleaning:
     for branch, path in plan.remove:
         try:
             if path is not None:
-                git.remove_worktree(root, path, force=True)
+                safe_delete.remove_worktree(root, path, allowed_under=wt_dir)
                 owned.drop("worktree", str(path.resolve()))
             git.delete_branch(root, branch, force=True)
         except OrchestratorError as e:
@@ -169,7 +170,7 @@ def _inside(path: Path, folder: Path) -> bool:
 def _forget_state(root: Path) -> None:
     for name in ("state.db", "state.db-wal", "state.db-shm"):
         (root / STATE_DIR / name).unlink(missing_ok=True)
-    shutil.rmtree(root / STATE_DIR / "prompts", ignore_errors=True)
+    safe_delete.remove_tree(root / STATE_DIR / "prompts", root=root, allowed_under=root / STATE_DIR)
     print("state forgotten; merged work is read back from git")
 
 

@@ -2,12 +2,15 @@
 
 Precedence: command-line flag > environment variable > config file > default.
 Every key is documented in the README; unknown keys are errors that name the valid ones.
+Every problem of a file is reported at once (ConfigError), so a config is fixed in one pass.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
+import math
 import os
 import types
 import typing
@@ -15,7 +18,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ccorch import pathkeys
 from ccorch.errors import UsageError
+from ccorch.pathkeys import path_field
 
 CONFIG_FILE = "orchestrator.config.json"
 PRESETS = ("claude", "codex", "aider", "gemini", "command", "demo")
@@ -25,7 +30,7 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 @dataclasses.dataclass(frozen=True)
 class LoggingConfig:
     level: str = "INFO"
-    log_dir: str = "logs"
+    log_dir: str = path_field("logs")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,9 +100,9 @@ class Config:
     claude_rate_limit_wait: float = 300
     auto_resume: bool = True
     retry_attempts: int = 3
-    milestones_dir: str = "milestones"
-    tasks_file: str = "TASKS.md"
-    worktree_dir: str = ".worktree"
+    milestones_dir: str = path_field("milestones")
+    tasks_file: str = path_field("TASKS.md")
+    worktree_dir: str = path_field(".worktree")
     base_branch: str | None = None
     keep_worktrees: bool = False
     logging: LoggingConfig = LoggingConfig()
@@ -110,6 +115,39 @@ class Config:
     recovery: RecoveryConfig = RecoveryConfig()
 
 
+class ConfigError(UsageError):
+    """Every problem of one config, each a line naming the file and the key."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = tuple(problems)
+
+
+# (minimum, maximum) of every number: NaN and ±Infinity are refused for all of them; a floor where a
+# tiny value makes no sense (a sampling interval of 0 spins), a ceiling where a huge one overflows a
+# timer (threading waits refuse more than about 292 years) or cannot be meant.
+_DAY_MINUTES = 24 * 60
+RANGES: dict[str, tuple[float, float]] = {
+    "max_parallel_tasks": (1, 64),
+    "claude_rate_limit_wait": (1, 7 * 24 * 3600),
+    "retry_attempts": (0, 100),
+    "rate_limit.grace_seconds": (0, 3600),
+    "rate_limit.text_reset_margin_seconds": (0, 3600),
+    "rate_limit.backoff_initial_seconds": (0.01, 24 * 3600),
+    "rate_limit.backoff_max_seconds": (0.01, 24 * 3600),
+    "validation.timeout_minutes": (0.01, 7 * _DAY_MINUTES),
+    "validation.max_file_kb": (0, math.inf),
+    "review.max_rounds": (1, 50),
+    "monitor.max_cpu_percent": (1, 100),
+    "monitor.max_memory_percent": (1, 100),
+    "monitor.min_free_disk_gb": (0, math.inf),  # a huge floor is a way to hold every start
+    "monitor.max_wait_minutes": (0, 7 * _DAY_MINUTES),
+    "monitor.interval_seconds": (0.1, 3600),
+    "recovery.max_attempts": (0, 50),
+}
+_AGENT_RANGES = {"timeout_minutes": (0.01, 7 * _DAY_MINUTES), "idle_timeout_minutes": (0.01, 7 * _DAY_MINUTES)}
+
+
 def config_path(root: Path, flag: str | None, environ: Mapping[str, str]) -> Path:
     chosen = flag or environ.get("ORCHESTRATOR_CONFIG")
     if chosen:
@@ -119,39 +157,71 @@ def config_path(root: Path, flag: str | None, environ: Mapping[str, str]) -> Pat
 
 
 def load_config(path: Path, environ: Mapping[str, str], explicit: bool = False) -> Config:
-    """Read the file (missing is fine unless it was named explicitly), apply env overrides."""
+    """Read the file (missing is fine unless it was named explicitly), apply env overrides.
+
+    Raises ConfigError listing every problem: unknown keys (with a did-you-mean), types, ranges, paths."""
     data: dict[str, Any] = {}
     if path.exists():
         data = _read_json(path)
     elif explicit:
         raise UsageError(f"config file not found: {path} (check --config / ORCHESTRATOR_CONFIG)")
-    data = _apply_env(data, environ, path)
-    config: Config = _build(Config, data, prefix="", source=path)
-    _check_values(config, path)
+    problems: list[str] = []
+    data = _apply_env(data, environ, problems)
+    config: Config = _build(Config, data, "", _Context(path, problems))
+    problems += [f"{path}: {p}" for p in _value_problems(config)]
+    if problems:
+        raise ConfigError(list(dict.fromkeys(problems)))
     return config
 
 
 def _read_json(path: Path) -> dict[str, Any]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_bytes().decode("utf-8-sig")
+        data = json.loads(text, object_pairs_hook=_no_duplicates)
+    except UnicodeDecodeError as e:
+        raise UsageError(f"{path}: not valid UTF-8 (byte {e.start}): save the config as UTF-8") from None
     except json.JSONDecodeError as e:
         raise UsageError(f"{path}:{e.lineno}:{e.colno}: invalid JSON: {e.msg}") from None
+    except _DuplicateKeyError as e:
+        raise UsageError(f"{path}: the key `{e}` is given twice: keep one") from None
+    except RecursionError:
+        raise UsageError(f"{path}: nested too deeply to be a config") from None
+    except ValueError as e:  # a number with thousands of digits, say
+        raise UsageError(f"{path}: invalid JSON: {e}") from None
     except OSError as e:
         raise UsageError(f"cannot read config {path}: {e.strerror}") from None
-    except UnicodeDecodeError as e:
-        raise UsageError(f"{path}: not valid UTF-8 (byte {e.start}): save the file as UTF-8") from None
     if not isinstance(data, dict):
         raise UsageError(f"{path}: the config must be a JSON object")
     return data
 
 
-def _apply_env(data: dict[str, Any], environ: Mapping[str, str], path: Path) -> dict[str, Any]:
+class _DuplicateKeyError(Exception):
+    pass
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # json keeps the last of two equal keys silently; the first may be the one the user meant
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise _DuplicateKeyError(key)
+        seen[key] = value
+    return seen
+
+
+def _apply_env(data: dict[str, Any], environ: Mapping[str, str], problems: list[str]) -> dict[str, Any]:
     data = dict(data)
+    level = environ.get("LOG_LEVEL", "").strip()
     section = data.get("logging", {})
-    if environ.get("LOG_LEVEL") and isinstance(section, dict):  # not an object: reported as such below
-        data["logging"] = {**section, "level": environ["LOG_LEVEL"].upper()}
+    if level and level.upper() not in LOG_LEVELS:
+        problems.append(f"environment variable LOG_LEVEL={level!r}: expected one of {', '.join(LOG_LEVELS)}")
+    elif level and isinstance(section, dict):  # not an object: reported as such below
+        data["logging"] = {**section, "level": level.upper()}
     if environ.get("AUTO_RESUME"):
-        data["auto_resume"] = parse_bool(environ["AUTO_RESUME"], "AUTO_RESUME")
+        try:
+            data["auto_resume"] = parse_bool(environ["AUTO_RESUME"], "environment variable AUTO_RESUME")
+        except UsageError as e:
+            problems.append(str(e))
     return data
 
 
@@ -164,92 +234,167 @@ def parse_bool(text: str, name: str) -> bool:
     raise UsageError(f"{name}={text!r}: expected true or false")
 
 
-def _build(cls: type[Any], data: Any, prefix: str, source: Path) -> Any:
+class _Context(typing.NamedTuple):
+    source: Path
+    problems: list[str]
+
+    def add(self, message: str) -> None:
+        self.problems.append(f"{self.source}: {message}")
+
+
+def _build(cls: type[Any], data: Any, prefix: str, ctx: _Context) -> Any:
+    """The dataclass from `data`; a bad value is reported and its default stands in."""
     if not isinstance(data, dict):
-        raise UsageError(f"{source}: `{prefix.rstrip('.')}` must be an object")
+        ctx.add(f"`{prefix.rstrip('.')}` must be an object, not {_shown(data)}")
+        return cls()
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise UsageError(f"{source}: unknown config key `{prefix}{unknown[0]}`; valid keys here: {', '.join(fields)}")
+    for name in sorted(set(data) - set(fields)):
+        ctx.add(f"unknown config key `{prefix}{name}`{_did_you_mean(name, prefix, fields)}")
     hints = typing.get_type_hints(cls)
-    values = {name: _convert(hints[name], value, f"{prefix}{name}", source) for name, value in data.items()}
+    values = {}
+    for name in fields.keys() & data.keys():
+        value = _convert(hints[name], data[name], f"{prefix}{name}", ctx)
+        if value is not _BAD:
+            values[name] = value
     return cls(**values)
 
 
-def _convert(hint: Any, value: Any, key: str, source: Path) -> Any:
+def _did_you_mean(name: str, prefix: str, fields: Mapping[str, Any]) -> str:
+    close = difflib.get_close_matches(name, list(fields), n=1, cutoff=0.6)
+    if close:
+        return f" (did you mean `{prefix}{close[0]}`?)"
+    elsewhere = [k for k in _all_keys(Config) if k.rsplit(".", 1)[-1] == name and k != f"{prefix}{name}"]
+    if elsewhere:
+        return f" (did you mean `{elsewhere[0]}`?)"
+    return f"; valid keys here: {', '.join(fields)}"
+
+
+def _all_keys(cls: type[Any], prefix: str = "") -> list[str]:
+    keys = []
+    for f in dataclasses.fields(cls):
+        keys.append(f"{prefix}{f.name}")
+        inner = typing.get_type_hints(cls)[f.name]
+        inner = next((a for a in typing.get_args(inner) if dataclasses.is_dataclass(a)), inner)
+        if dataclasses.is_dataclass(inner) and isinstance(inner, type):
+            keys += _all_keys(inner, f"{prefix}{f.name}.")
+    return keys
+
+
+_BAD: Any = object()  # a value that was reported; the field keeps its default
+
+
+def _convert(hint: Any, value: Any, key: str, ctx: _Context) -> Any:
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
         (inner,) = [a for a in args if a is not type(None)]
-        return _convert(inner, value, key, source)
+        return _convert(inner, value, key, ctx)
     if dataclasses.is_dataclass(hint):
-        return _build(typing.cast(type[Any], hint), value, f"{key}.", source)
+        return _build(typing.cast(type[Any], hint), value, f"{key}.", ctx)
+    expected = _expected(hint, origin, value)
+    if expected:
+        ctx.add(f"`{key}` must be {expected}, not {_shown(value)}")
+        return _BAD
     if origin is tuple:
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise _type_error(key, "a list of strings", value, source)
         return tuple(value)
     if origin in (Mapping, dict) or hint is Mapping:
-        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
-            raise _type_error(key, "an object of string values", value, source)
         return types.MappingProxyType(dict(value))
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise _type_error(key, "a number", value, source)
-        return float(value)
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise _type_error(key, "a whole number", value, source)
-        return value
-    if not isinstance(value, hint):
-        raise _type_error(key, {bool: "true or false", str: "a string"}.get(hint, str(hint)), value, source)
-    return value
+    return float(value) if hint is float else value
 
 
-def _type_error(key: str, expected: str, value: Any, source: Path) -> UsageError:
-    return UsageError(f"{source}: `{key}` must be {expected}, not {json.dumps(value)}")
+def _expected(hint: Any, origin: Any, value: Any) -> str | None:
+    """What `value` should have been, or None when it fits `hint`."""
+    if origin is tuple:
+        ok = isinstance(value, list) and all(isinstance(v, str) and "\x00" not in v for v in value)
+        return None if ok else "a list of strings (without NUL characters)"
+    if origin in (Mapping, dict) or hint is Mapping:
+        ok = isinstance(value, dict) and all(_env_pair(k, v) for k, v in value.items())
+        return None if ok else "an object of string values (names without = or NUL characters)"
+    if hint in (float, int):
+        if isinstance(value, bool) or not isinstance(value, (int, float) if hint is float else int):
+            return "a number" if hint is float else "a whole number"
+        return None if math.isfinite(value) else "a finite number (NaN and Infinity are not numbers here)"
+    if isinstance(value, hint):
+        return "a string without NUL characters" if isinstance(value, str) and "\x00" in value else None
+    return {bool: "true or false", str: "a string"}.get(hint, str(hint))
 
 
-def _check_values(config: Config, source: Path) -> None:
+def _env_pair(name: str, value: Any) -> bool:
+    return isinstance(value, str) and name != "" and "=" not in name and "\x00" not in name + value
+
+
+def _shown(value: Any) -> str:
+    text = json.dumps(value, allow_nan=True)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _value_problems(config: Config) -> list[str]:
+    """Ranges, choices and paths of a config whose types are right."""
     problems = [
-        ("max_parallel_tasks", config.max_parallel_tasks >= 1, "at least 1"),
-        ("retry_attempts", config.retry_attempts >= 0, "0 or more"),
-        ("claude_rate_limit_wait", config.claude_rate_limit_wait > 0, "more than 0 seconds"),
-        ("rate_limit.grace_seconds", config.rate_limit.grace_seconds >= 0, "0 or more"),
-        ("rate_limit.text_reset_margin_seconds", config.rate_limit.text_reset_margin_seconds >= 0, "0 or more"),
-        ("logging.level", config.logging.level.upper() in LOG_LEVELS, f"one of {', '.join(LOG_LEVELS)}"),
-        ("review.max_rounds", config.review.max_rounds >= 1, "at least 1"),
-        ("validation.max_file_kb", config.validation.max_file_kb >= 0, "0 (no limit) or more"),
-        ("recovery.max_attempts", config.recovery.max_attempts >= 0, "0 or more"),
-        *_monitor_problems(config.monitor),
-        ("notify.command", config.notify.command != (), 'a non-empty argv list, e.g. ["notify.sh"], or null'),
+        *_range_problems(config),
+        *_path_problems(config),
+        *_agent_problems(config),
+        *[f"`{key}` must be {expected}" for key, ok, expected in _other_checks(config) if not ok],
     ]
+    return problems
+
+
+def _range_problems(config: Config) -> list[str]:
+    found = [(key, _get(config, key), *bounds) for key, bounds in RANGES.items()]
+    for agent_key, agent in (("agent", config.agent), ("review.agent", config.review.agent)):
+        if agent is not None:
+            found += [(f"{agent_key}.{k}", getattr(agent, k), *b) for k, b in _AGENT_RANGES.items()]
+    return [_range_message(key, value, low, high) for key, value, low, high in found if not low <= value <= high]
+
+
+def _range_message(key: str, value: float, low: float, high: float) -> str:
+    bound = f"at least {low:g}" if value < low else f"at most {high:g}"
+    allowed = f"from {low:g} to {high:g}" if math.isfinite(high) else f"{low:g} or more"
+    return f"`{key}` must be {bound} ({allowed}), not {_shown(value)}"
+
+
+def _get(config: Any, key: str) -> Any:
+    for part in key.split("."):
+        config = getattr(config, part)
+    return config
+
+
+def _path_problems(config: Config) -> list[str]:
+    keys = list(pathkeys.path_keys(config))
+    problems = [
+        f"`{key}` {problem} (it is {_shown(value)})"
+        for key, value in keys
+        if (problem := pathkeys.value_problem(value))
+    ]
+    problems += [f"`{key}` {message}" for key, message in pathkeys.overlap_problems(keys)]
+    return problems
+
+
+def _agent_problems(config: Config) -> list[str]:
+    problems = []
     for agent_key, agent in (("agent", config.agent), ("review.agent", config.review.agent)):
         if agent is None:
             continue
-        problems += [
-            (f"{agent_key}.preset", agent.preset in PRESETS, f"one of {', '.join(PRESETS)}"),
-            (
-                f"{agent_key}.command",
-                agent.preset != "command" or bool(agent.command),
-                'set when preset is "command", e.g. ["python3", "my_agent.py"]',
-            ),
-            (f"{agent_key}.timeout_minutes", agent.timeout_minutes > 0, "more than 0"),
-            (f"{agent_key}.idle_timeout_minutes", agent.idle_timeout_minutes > 0, "more than 0"),
-        ]
-    for key, ok, expected in problems:
-        if not ok:
-            raise UsageError(f"{source}: `{key}` must be {expected}")
+        if agent.preset not in PRESETS:
+            problems.append(f"`{agent_key}.preset` must be one of {', '.join(PRESETS)}, not {_shown(agent.preset)}")
+        if agent.preset == "command" and not agent.command:
+            problems.append(
+                f'`{agent_key}.command` must be set when preset is "command", e.g. ["python3", "my_agent.py"]'
+            )
+    return problems
 
 
-def _monitor_problems(m: MonitorConfig) -> list[tuple[str, bool, str]]:
+def _other_checks(config: Config) -> list[tuple[str, bool, str]]:
     return [
-        ("monitor.max_cpu_percent", 0 < m.max_cpu_percent <= 100, "more than 0 and at most 100"),
-        ("monitor.max_memory_percent", 0 < m.max_memory_percent <= 100, "more than 0 and at most 100"),
-        ("monitor.min_free_disk_gb", m.min_free_disk_gb >= 0, "0 or more"),
-        ("monitor.max_wait_minutes", m.max_wait_minutes >= 0, "0 or more (fractions are fine)"),
-        ("monitor.interval_seconds", m.interval_seconds > 0, "more than 0 seconds"),
+        ("logging.level", config.logging.level.upper() in LOG_LEVELS, f"one of {', '.join(LOG_LEVELS)}"),
+        ("notify.command", config.notify.command != (), 'a non-empty argv list, e.g. ["notify.sh"], or null'),
+        (
+            "rate_limit.backoff_max_seconds",
+            config.rate_limit.backoff_max_seconds >= config.rate_limit.backoff_initial_seconds,
+            "at least rate_limit.backoff_initial_seconds",
+        ),
     ]
 
 

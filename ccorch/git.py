@@ -127,10 +127,6 @@ def add_worktree(root: Path, path: Path, branch: str, start: str | None) -> None
         git(root, "worktree", "add", "-b", branch, str(path), start)
 
 
-def remove_worktree(root: Path, path: Path, force: bool = False) -> None:
-    git(root, "worktree", "remove", *(["--force"] if force else []), str(path))
-
-
 def prune_worktrees(root: Path) -> None:
     git(root, "worktree", "prune")
 

@@ -12,12 +12,11 @@ works there (a killed runner's last ones finish on their own); each repair print
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from ccorch import git
+from ccorch import git, safe_delete
 
 LOCK_MIN_AGE = 2.0  # seconds: a lock younger than this may belong to a git that is starting
 SETTLE_TIMEOUT = 10.0
@@ -41,24 +40,17 @@ def repair(
             path.unlink(missing_ok=True)
             notes.append(f"removed the stale git lock {path} (left by a git command that was killed)")
     for wt in half_made:
-        _remove_worktree(root, wt.path)
+        safe_delete.force_remove_worktree(root, wt.path, allowed_under=folder)
         notes.append(f"removed the half-made worktree {wt.path} (it is made again)")
     git.prune_worktrees(root)
     for path in _empty_folders(root, folder):
-        path.rmdir()
+        safe_delete.remove_empty_dir(path, root=root, allowed_under=folder)
         notes.append(f"removed the empty folder {path} (a worktree that was never made)")
     return notes
 
 
 def _half_made(wt: git.Worktree) -> bool:
     return wt.locked == "initializing" or (wt.path.exists() and _git_dir(wt.path) is None)
-
-
-def _remove_worktree(root: Path, path: Path) -> None:
-    if git.git(root, "worktree", "remove", "--force", "--force", str(path), check=False).returncode:
-        # git refuses a worktree whose .git file is missing or half written: take it down by hand
-        git.git(root, "worktree", "unlock", str(path), check=False)
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def _empty_folders(root: Path, folder: Path) -> list[Path]:

@@ -190,9 +190,18 @@ def _bad_name_problem(path: Path, display_path: str) -> Problem | None:
         f"bad file name '{path.name}': expected a stage number without leading zeros and one capital letter, e.g. 1A.md"
     )
     suggestion = _normalized_id(path.stem)
-    if suggestion:
+    if suggestion and _has_sibling(path, f"{suggestion}.md"):
+        message = f"'{path.name}' duplicates milestone {suggestion} ({suggestion}.md is there too): keep one of them"
+    elif suggestion:
         message += f"; rename it to {suggestion}.md"
     return Problem(display_path, 0, message)
+
+
+def _has_sibling(path: Path, name: str) -> bool:
+    try:
+        return any(p.name == name for p in path.parent.iterdir())
+    except OSError:
+        return False
 
 
 # ---------------------------------------------------------------- one file
@@ -523,14 +532,34 @@ def _missing_directory(directory: Path, shown: str) -> Problem:
 
 
 def _is_candidate(path: Path) -> bool:
-    # Hidden names are editor droppings (".#1A.md" locks), not milestones.
+    # Hidden names are editor droppings (".#1A.md" locks), not milestones. A Markdown file whose
+    # name starts with a digit is meant as one: a bad name there is a problem, not a warning.
     name = path.name
     return (
         path.suffix.lower() == ".md"
+        and name[:1].isdigit()
         and not name.startswith(".")
         and name.lower() not in _IGNORED_FILES
         and path.is_file()
     )
+
+
+def stray_entries(directory: Path, root: Path) -> list[Problem]:
+    """What lies in the milestones folder but is not read as a milestone (warned about, not an error):
+    a file the user meant as one would otherwise be skipped without a word."""
+    try:
+        entries = sorted(directory.iterdir()) if directory.is_dir() else []
+    except OSError:
+        return []
+    strays = [p for p in entries if not p.name.startswith(".") and p.name.lower() not in _IGNORED_FILES]
+    return [Problem(_display(p, root), 0, _stray_message(p)) for p in strays if not _is_candidate(p)]
+
+
+def _stray_message(path: Path) -> str:
+    if path.is_dir():
+        named = " named like a milestone file" if _FILE_NAME.fullmatch(path.name) else ""
+        return f"a folder{named}, not a milestone file: it is ignored (milestones are files such as 1A.md)"
+    return "not a milestone file (those are named like 1A.md): it is ignored"
 
 
 def _load_file(path: Path, shown: str) -> tuple[Milestone | None, list[Problem]]:

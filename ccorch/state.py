@@ -57,9 +57,7 @@ class MilestoneState:
 
     @classmethod
     def from_json(cls, text: str) -> MilestoneState:
-        data = json.loads(text)
-        known = {f.name for f in dataclasses.fields(cls)}
-        data = {k: v for k, v in data.items() if k in known}
+        data = _fields_of(cls, json.loads(text))
         data["last_findings"] = tuple(data.get("last_findings", ()))
         return cls(**data)
 
@@ -94,6 +92,30 @@ class StateStore:
         return cls._open(path, readonly)
 
     @classmethod
+    def check(cls, root: Path) -> None:
+        """Read every record without writing a byte (not even SQLite's -shm file, which a plain read-only
+        open of a WAL database makes): UsageError when the state is corrupt or of the wrong shape."""
+        path = root / STATE_DIR / "state.db"
+        # immutable: no -shm is made; only safe when no -wal holds changes not yet in the file
+        immutable = "" if path.with_name(path.name + "-wal").exists() else "&immutable=1"
+        try:
+            conn = sqlite3.connect(f"file:{path}?mode=ro{immutable}", uri=True, timeout=10, isolation_level=None)
+        except sqlite3.Error:
+            raise _corrupt(path) from None
+        try:
+            store = cls(conn, path)
+            store._prepare(readonly=True)
+            store.milestones()
+            store.run()
+        except sqlite3.OperationalError as e:
+            if "no such table" not in str(e):
+                raise _corrupt(path) from None
+        except sqlite3.DatabaseError:
+            raise _corrupt(path) from None
+        finally:
+            conn.close()
+
+    @classmethod
     def _open_for_reading(cls, path: Path, root: Path) -> StateStore | None:
         # A reader (status, watch, serve) can catch the runner creating the file, before
         # its header or schema is written; that is not corruption: look again shortly.
@@ -119,9 +141,17 @@ class StateStore:
         except sqlite3.OperationalError as e:
             if readonly and "no such table" in str(e):
                 return None  # a runner was killed while creating it: nothing recorded yet
+            if "readonly" in str(e):
+                raise StateWriteError(
+                    f"cannot open the state {path}: it is read-only ({e}); make it writable"
+                ) from None
             raise StateWriteError(f"cannot open the state {path}: {e}") from None
         except sqlite3.DatabaseError:
             raise _corrupt(path) from None
+        except PermissionError as e:  # its mode cannot be set: an immutable or foreign file
+            raise StateWriteError(
+                f"cannot open the state {path}: it is read-only ({e.strerror}); make it writable"
+            ) from None
         return store
 
     def _prepare(self, readonly: bool) -> None:
@@ -172,9 +202,7 @@ class StateStore:
         if not text:
             return RunState()
         try:
-            data = json.loads(text)
-            known = {f.name for f in dataclasses.fields(RunState)}
-            return RunState(**{k: v for k, v in data.items() if k in known})
+            return RunState(**_fields_of(RunState, json.loads(text)))
         except (ValueError, TypeError):
             raise _corrupt(self.path) from None
 
@@ -276,10 +304,34 @@ class _Transaction:
             raise self._failed(exc) from exc
 
     def _failed(self, e: BaseException) -> StateWriteError:
+        if "readonly" in str(e).replace("-", "").replace(" ", "").lower():
+            return StateWriteError(
+                f"cannot write the state to {self._path}: the state database is read-only ({e}); make it and "
+                f"its folder writable (chmod u+w), then continue with `python orchestrator.py --resume`"
+            )
         return StateWriteError(
             f"cannot write the state to {self._path}: {e}. Everything recorded before is kept; free some disk "
             "space, then continue with `python orchestrator.py --resume`"
         )
+
+
+_TYPES: dict[str, tuple[type, ...]] = {"str": (str,), "int": (int,), "float": (int, float), "tuple[str, ...]": (list,)}
+
+
+def _fields_of(cls: type[Any], data: Any) -> dict[str, Any]:
+    """The known fields of a stored record; TypeError when one has the wrong type (a record of
+    another shape must read as corrupt, not crash the run half-way)."""
+    if not isinstance(data, dict):
+        raise TypeError(f"a record must be an object, not {type(data).__name__}")
+    fields = {f.name: str(f.type) for f in dataclasses.fields(cls)}
+    out = {k: v for k, v in data.items() if k in fields}
+    for key, value in out.items():
+        kind = fields[key]
+        if isinstance(value, bool) or not isinstance(value, _TYPES[kind]):
+            raise TypeError(f"{key} must be {kind}")
+        if isinstance(value, list) and not all(isinstance(v, str) for v in value):
+            raise TypeError(f"{key} must hold strings")
+    return out
 
 
 def _corrupt(path: Path) -> UsageError:

@@ -17,6 +17,7 @@ from ccorch.plan import (
     milestone_id_problem,
     parse_estimate,
     parse_milestone,
+    stray_entries,
     validate_ids,
 )
 
@@ -445,10 +446,35 @@ def test_bad_file_names(tmp_path: Path) -> None:
     assert problems == [
         f"milestones/01B.md: bad file name '01B.md': {expected}; rename it to 1B.md",
         f"milestones/1AB.md: bad file name '1AB.md': {expected}",
-        f"milestones/1a.md: bad file name '1a.md': {expected}; rename it to 1A.md",
+        "milestones/1a.md: '1a.md' duplicates milestone 1A (1A.md is there too): keep one of them",
         f"milestones/2B.MD: bad file name '2B.MD': {expected}; rename it to 2B.md",
-        f"milestones/notes.md: bad file name 'notes.md': {expected}",
     ]
+    warnings = [str(w) for w in stray_entries(tmp_path / "milestones", tmp_path)]
+    assert warnings == ["milestones/notes.md: not a milestone file (those are named like 1A.md): it is ignored"]
+
+
+def test_a_loosely_named_milestone_is_told_to_rename(tmp_path: Path) -> None:
+    _, problems = load(tmp_path, {"1b.md": MINIMAL})
+
+    assert problems == [
+        "milestones/1b.md: bad file name '1b.md': expected a stage number without leading zeros and one capital "
+        "letter, e.g. 1A.md; rename it to 1B.md"
+    ]
+
+
+def test_files_and_folders_that_are_not_milestones_are_warned_about(tmp_path: Path) -> None:
+    folder = write(tmp_path, {"1A.md": MINIMAL, "2A.txt": "x", "notes.md": "x", "README.md": "x", ".#1A.md": "x"})
+    (folder / "2B.md").mkdir()
+
+    plan, problems = load_plan(folder, tmp_path)
+
+    assert problems == [] and [m.id for m in plan.milestones] == ["1A"]
+    assert [w.path for w in stray_entries(folder, tmp_path)] == [
+        "milestones/2A.txt",
+        "milestones/2B.md",
+        "milestones/notes.md",
+    ]
+    assert "folder named like a milestone file" in str(stray_entries(folder, tmp_path)[1])
 
 
 def test_file_that_is_not_utf8(tmp_path: Path) -> None:
@@ -614,11 +640,9 @@ def test_all_problems_are_reported_together(tmp_path: Path) -> None:
     )
 
     assert [m.id for m in plan.milestones] == ["1A", "1B", "2A"]
-    assert [p.split(": ", 1)[0] for p in problems] == [
-        "milestones/1A.md",
-        "milestones/1B.md:7",
-        "milestones/2A.md:8",
-        "milestones/setup.md",
+    assert [p.split(": ", 1)[0] for p in problems] == ["milestones/1A.md", "milestones/1B.md:7", "milestones/2A.md:8"]
+    assert [str(w).split(": ", 1)[0] for w in stray_entries(tmp_path / "milestones", tmp_path)] == [
+        "milestones/setup.md"
     ]
 
 
