@@ -96,6 +96,8 @@ def dispatch(args: argparse.Namespace) -> int:
     from ccorch import commands
 
     handlers = {
+        "draft": commands.draft,
+        "new": commands.new,
         "run": cmd_run,
         "status": commands.status,
         "clean": commands.clean,

@@ -9,12 +9,14 @@ CLAUDE_VERSION="2.1.197"
 CODEX_VERSION="0.169.0"
 GEMINI_VERSION="0.61.0"
 AIDER_VERSION="0.86.2"
-VERBS="run single status watch logs stop plan serve clean validate demo setup help"
+VERBS="draft new run single status watch logs stop plan serve clean validate demo setup help"
 
 usage() {
   cat <<'TXT'
 usage: ./orchestrator.sh [VERB] [ARGS...]
 
+  draft     have the agent write the plan from a requirements document: draft PRD.md [--append]
+  new       write a milestone file from the template: new 2C "Title" [--deps 1A,1B]
   run       run the remaining stages; restarts itself with --resume if it dies (AUTO_RESUME=false: off)
   single    run once, never restart (same flags as run: --stage N, --milestone ID, --resume)
   status    where every milestone stands (--json for scripts)
@@ -124,6 +126,15 @@ menu() {
         read -r -p "milestone id: " id
         dispatch logs "$id" -f
         ;;
+      draft)
+        read -r -p "requirements document (e.g. PRD.md): " prd
+        dispatch draft "$prd"
+        ;;
+      new)
+        read -r -p "milestone id (e.g. 2C): " id
+        read -r -p "title: " title
+        dispatch new "$id" "$title"
+        ;;
       stop | plan)
         read -r -p "milestone id (empty: the whole run or plan): " id
         dispatch "$verb" ${id:+"$id"}
@@ -140,7 +151,7 @@ dispatch() {
   case "$verb" in
     run) py run --auto-resume "$@" ;;
     single) py run "$@" ;;
-    status | watch | logs | stop | plan | serve | clean | validate | demo) py "$verb" "$@" ;;
+    draft | new | status | watch | logs | stop | plan | serve | clean | validate | demo) py "$verb" "$@" ;;
     setup) setup && echo "ready: $VENV" ;;
     test)
       setup dev && install_agents_for_tests

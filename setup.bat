@@ -1,7 +1,7 @@
 @echo off
 rem Claude Code Orchestrator launcher for Windows: finds Python, creates venv\ on first use,
 rem dispatches a verb. All behaviour lives in orchestrator.py; this file only sets up and forwards.
-rem Verbs: run single status watch logs stop plan serve clean validate demo setup help
+rem Verbs: draft new run single status watch logs stop plan serve clean validate demo setup help
 setlocal
 set "HERE=%~dp0"
 set "VENV=%HERE%venv"
@@ -12,10 +12,12 @@ shift
 goto dispatch
 
 :menu
-echo Claude Code Orchestrator: verbs are run single status watch logs stop plan serve clean validate demo setup help
+echo Claude Code Orchestrator: verbs are draft new run single status watch logs stop plan serve clean validate demo setup help
 set /p VERB="verb> "
 if "%VERB%"=="" exit /b 0
 set "ID="
+if /i "%VERB%"=="draft" set /p ID="requirements document (e.g. PRD.md): "
+if /i "%VERB%"=="new" set /p ID="milestone id, then the title in double quotes: "
 if /i "%VERB%"=="logs" set /p ID="milestone id: "
 if /i "%VERB%"=="stop" set /p ID="milestone id (empty: the whole run): "
 if /i "%VERB%"=="plan" set /p ID="milestone id (empty: the whole plan): "
@@ -39,7 +41,7 @@ goto collect
 :run
 if /i "%VERB%"=="run" ( "%PY%" "%HERE%orchestrator.py" run --auto-resume %ARGS% & exit /b %ERRORLEVEL% )
 if /i "%VERB%"=="single" ( "%PY%" "%HERE%orchestrator.py" run %ARGS% & exit /b %ERRORLEVEL% )
-for %%V in (status watch logs stop plan serve clean validate demo) do (
+for %%V in (draft new status watch logs stop plan serve clean validate demo) do (
   if /i "%VERB%"=="%%V" ( "%PY%" "%HERE%orchestrator.py" %%V %ARGS% & exit /b %ERRORLEVEL% )
 )
 echo error: unknown verb "%VERB%" 1>&2
@@ -61,8 +63,8 @@ echo done> "%VENV%\.installed"
 exit /b 0
 
 :usage
-echo usage: setup.bat [run^|single^|status^|watch^|logs^|stop^|plan^|serve^|clean^|validate^|demo^|setup^|help] [ARGS...]
+echo usage: setup.bat [draft^|new^|run^|single^|status^|watch^|logs^|stop^|plan^|serve^|clean^|validate^|demo^|setup^|help] [ARGS...]
 exit /b 0
 :usage_error
-echo usage: setup.bat [run^|single^|status^|watch^|logs^|stop^|plan^|serve^|clean^|validate^|demo^|setup^|help] [ARGS...] 1>&2
+echo usage: setup.bat [draft^|new^|run^|single^|status^|watch^|logs^|stop^|plan^|serve^|clean^|validate^|demo^|setup^|help] [ARGS...] 1>&2
 exit /b 2

@@ -18,7 +18,7 @@ exit codes:
   3    internal error (traceback in the run log)
   130  interrupted (Ctrl-C / SIGTERM / stop); continue with --resume
 """
-COMMANDS = ("run", "status", "clean", "demo", "validate", "plan", "logs", "stop", "watch", "serve")
+COMMANDS = ("draft", "new", "run", "status", "clean", "demo", "validate", "plan", "logs", "stop", "watch", "serve")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
     )
+    _add_plan_writers(sub, common)
     status = sub.add_parser("status", parents=[common], help="show where every milestone stands")
     status.add_argument("--json", action="store_true", help="print a JSON object (keys documented in the README)")
     clean = sub.add_parser(
@@ -97,6 +98,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--port", type=int, default=8765, metavar="N", help="port on 127.0.0.1 (default 8765; 0 picks a free one)"
     )
     return parser
+
+
+def _add_plan_writers(sub: Any, common: argparse.ArgumentParser) -> None:
+    draft = sub.add_parser(
+        "draft",
+        parents=[common],
+        help="have the agent write the plan from a requirements document, validated until it is right",
+    )
+    draft.add_argument("prd", metavar="PRD", help="the requirements document, e.g. PRD.md")
+    draft.add_argument(
+        "--append", action="store_true", help="plan new stages after the existing milestones (which may be depended on)"
+    )
+    new = sub.add_parser("new", parents=[common], help="write a milestone file from the template, every section in it")
+    new.add_argument("id", metavar="ID", help="the new milestone's id, e.g. 2C")
+    new.add_argument("title", metavar="TITLE", help="its title")
+    new.add_argument("--deps", metavar="IDS", help="its dependencies, e.g. 1A,1B")
 
 
 def _add_run_options(p: Any) -> None:

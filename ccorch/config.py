@@ -95,6 +95,11 @@ class RecoveryConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class DraftConfig:
+    max_rounds: int = 3  # `draft`: agent runs to reach a valid plan (the first, then one per fix)
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     max_parallel_tasks: int = 4
     claude_rate_limit_wait: float = 300
@@ -113,6 +118,7 @@ class Config:
     monitor: MonitorConfig = MonitorConfig()
     notify: NotifyConfig = NotifyConfig()
     recovery: RecoveryConfig = RecoveryConfig()
+    draft: DraftConfig = DraftConfig()
 
 
 class ConfigError(UsageError):
@@ -144,6 +150,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "monitor.max_wait_minutes": (0, 7 * _DAY_MINUTES),
     "monitor.interval_seconds": (0.1, 3600),
     "recovery.max_attempts": (0, 50),
+    "draft.max_rounds": (1, 50),
 }
 _AGENT_RANGES = {"timeout_minutes": (0.01, 7 * _DAY_MINUTES), "idle_timeout_minutes": (0.01, 7 * _DAY_MINUTES)}
 

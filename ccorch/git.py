@@ -127,6 +127,12 @@ def add_worktree(root: Path, path: Path, branch: str, start: str | None) -> None
         git(root, "worktree", "add", "-b", branch, str(path), start)
 
 
+def add_detached_worktree(root: Path, path: Path, start: str) -> None:
+    """A scratch checkout of `start` on no branch: nothing in it can move a branch."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    git(root, "worktree", "add", "--detach", str(path), start)
+
+
 def prune_worktrees(root: Path) -> None:
     git(root, "worktree", "prune")
 

@@ -534,3 +534,20 @@ class _LastLine:
         if self._pending is not None:
             self._send(self._pending)
             self._pending, self._sent_at = None, time.monotonic()
+
+
+class AgentSession:
+    """An agent conversation outside a milestone's pipeline (the `draft` command's planner), with
+    the same retries, usage-limit pauses, watchdogs, recoveries and log as a milestone's agent."""
+
+    def __init__(self, s: Services, m: Milestone, path: Path) -> None:
+        self._ctx = _Context(s, m, path, "", _Tally())
+
+    def run(self, role: str, prompt: str, resume: bool) -> Outcome:
+        """One turn; `resume` continues this session (Claude: --resume) when the agent has one."""
+        return _run_role(self._ctx, role, prompt, resume_session=resume)
+
+    @property
+    def resumable(self) -> bool:
+        """True when the next turn continues the same conversation, so it needs only the news."""
+        return bool(self._ctx.tally.session_id)

@@ -84,6 +84,11 @@ def _check_the_installed_command(bin_dir: Path, tmp: Path) -> None:
     where = _run([str(bin_dir / "python"), "-c", "import orchestrator; print(orchestrator.__file__)"], elsewhere)
     assert Path(where.stdout.strip()).is_relative_to(bin_dir.parent), where  # the installed code, not the checkout
 
+    reference = _run(
+        [str(bin_dir / "python"), "-c", "from ccorch import draft; print(draft.format_reference())"], elsewhere
+    )
+    assert reference.stdout == (REPO / "docs" / "milestones.md").read_text() + "\n"  # draft's prompt embeds it
+
     demo_dir = tmp / "demo"
     demo = _run([command, "demo", "--dir", str(demo_dir)], elsewhere, 300)
     assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
