@@ -30,7 +30,7 @@ from ccorch import agents, envfile, git, redact, survey
 from ccorch.config import Config, config_path, load_config
 from ccorch.errors import EXIT_FAILED, EXIT_OK, Interrupted, UsageError
 from ccorch.lock import RunLock
-from ccorch.pipeline import AgentSession, Held, Outcome, Paused, Services
+from ccorch.pipeline import AgentSession, Held, Outcome, Paused, Progress, Services
 from ccorch.plan import Milestone, Plan, Problem, load_plan
 from ccorch.state import STATE_DIR, StateStore
 
@@ -319,7 +319,11 @@ def _remove_worktree(root: Path, path: Path) -> None:
 
 
 def _show_event(event: object) -> None:
-    if isinstance(event, Paused):
+    """What the drafting agent does, for the person waiting: its latest line (at most one a
+    second), usage-limit pauses and resource holds."""
+    if isinstance(event, Progress) and event.changes.get("last_line"):
+        _say(f"  draft: {event.changes['last_line']}")
+    elif isinstance(event, Paused):
         until = time.strftime("%H:%M:%S", time.localtime(event.until))
         _say(f"usage limit: {event.reason} · the draft waits until {until}")
     elif isinstance(event, Held) and event.reason:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 
 import fake_anthropic as fa
@@ -154,6 +155,23 @@ def test_files_written_outside_the_draft_folder_are_taken_in(project: Project) -
     assert out.returncode == 0, out.stdout + out.stderr
     assert "moved 1A.md into the draft folder" in out.stdout
     assert (project.root / "milestones" / "1A.md").is_file()
+
+
+def test_a_usage_limit_pauses_the_draft_which_then_goes_on(project: Project) -> None:
+    reset = int(time.time()) + 3
+    limit = {"print": [f"Claude AI usage limit reached|{reset}"], "exit": 1}
+    project.script({"draft": {"draft": [limit, {"write": GOOD_PLAN}]}})
+    project.configure(retry_attempts=0, claude_rate_limit_wait=1)  # a usage-limit wait is not a retry
+    (project.root / "PRD.md").write_text(PRD)
+
+    out = project.run("draft", "PRD.md")
+
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "usage limit: Claude AI usage limit reached" in out.stdout and "the draft waits until" in out.stdout
+    _, second = draft_calls(project)
+    assert float(str(second["start"])) >= reset
+    assert "Claude AI usage limit reached" in (project.root / "logs" / "draft.log").read_text()
+    assert (project.root / "milestones" / "2A.md").is_file()
 
 
 def test_bad_input_exits_2_and_writes_nothing(project: Project) -> None:
