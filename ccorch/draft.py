@@ -86,7 +86,7 @@ def _request(args: argparse.Namespace) -> Request:
     root = git.find_root(Path(args.project or ".").resolve())
     explicit = bool(args.config or os.environ.get("ORCHESTRATOR_CONFIG"))
     config = load_config(config_path(root, args.config, os.environ), os.environ, explicit)
-    prd_path, prd = read_requirements(Path(args.prd))
+    prd_path, prd = read_requirements(Path(args.prd), root)
     missing = agents.check_installed(config.agent, root)
     if missing:
         raise UsageError(missing)
@@ -96,8 +96,11 @@ def _request(args: argparse.Namespace) -> Request:
     return Request(root, config, prd_path, prd, existing, args.append)
 
 
-def read_requirements(path: Path) -> tuple[Path, str]:
-    path = path.expanduser().resolve()
+def read_requirements(given: Path, root: Path) -> tuple[Path, str]:
+    """The document's text; a relative path is looked up in the current directory, then in the project."""
+    path = given.expanduser().resolve()
+    if not path.exists() and not given.is_absolute() and (root / given).exists():
+        path = (root / given).resolve()  # `--project DIR draft PRD.md` from elsewhere
     if not path.exists():
         raise UsageError(f"no such requirements document: {path}")
     if not path.is_file():

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import fake_anthropic as fa
-from conftest import REPO, Project
+from conftest import REPO, Project, run_orchestrator
 from fake_anthropic import FakeAnthropic
 
 from ccorch import draft
@@ -150,7 +150,7 @@ def test_still_invalid_after_the_last_round_keeps_the_draft_and_exits_1(project:
 def test_files_written_outside_the_draft_folder_are_taken_in(project: Project) -> None:
     drafting(project, {"1A.md": milestone("Word counting")})
 
-    out = project.run("draft", "PRD.md")
+    out = run_orchestrator(project.root.parent, "--project", str(project.root), "draft", "PRD.md")  # the project's
 
     assert out.returncode == 0, out.stdout + out.stderr
     assert "moved 1A.md into the draft folder" in out.stdout
