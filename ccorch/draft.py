@@ -26,7 +26,7 @@ from importlib import resources
 from pathlib import Path
 from typing import NamedTuple
 
-from ccorch import agents, envfile, git, redact, survey
+from ccorch import agents, envfile, git, redact, safe_delete, survey
 from ccorch.config import Config, config_path, load_config
 from ccorch.errors import EXIT_FAILED, EXIT_OK, Interrupted, UsageError
 from ccorch.lock import RunLock
@@ -169,7 +169,7 @@ class _Drafting:
             with self._signals():
                 return self._rounds()
         finally:
-            _remove_worktree(self.r.root, self.scratch)
+            self._remove_scratch()
 
     def _rounds(self) -> int:
         first = self._first_prompt()
@@ -192,9 +192,9 @@ class _Drafting:
         return self._give_up(checked, f"still invalid after {rounds} round(s) (draft.max_rounds)")
 
     def _make_scratch(self) -> None:
-        _remove_worktree(self.r.root, self.scratch)  # a killed draft's, if any
+        self._remove_scratch()  # a killed draft's, if any
         git.add_detached_worktree(self.r.root, self.scratch, "HEAD")
-        shutil.rmtree(self.draft_dir, ignore_errors=True)  # the draft folder starts empty
+        safe_delete.remove_tree(self.draft_dir, root=self.r.root, allowed_under=self.scratch)  # it starts empty
         self.draft_dir.mkdir(parents=True)
         (self.r.root / _log_dir(self.cfg)).mkdir(parents=True, exist_ok=True)
 
@@ -265,7 +265,7 @@ class _Drafting:
         for name, text in sorted(checked.files.items()):
             with open(target / name, "x", encoding="utf-8", newline="") as f:  # "x": never over a file
                 f.write(text)
-        shutil.rmtree(self.r.root / KEPT, ignore_errors=True)  # an older failed draft is obsolete now
+        self._forget_kept()  # an older failed draft is obsolete now
         _say(f"plan drafted in {rounds} round(s) and valid")
         _say("\n".join(plan_summary(checked.plan, checked.files, self.cfg)))
         _say("next: read them, then `./orchestrator.sh run` (or `python orchestrator.py plan` to see it again)")
@@ -289,9 +289,17 @@ class _Drafting:
         _say(f"{reason}\n(its log: {_log_dir(self.cfg)}/{DRAFT_ID}.log; what it wrote is kept in {KEPT}/)")
         return EXIT_FAILED
 
+    def _remove_scratch(self) -> None:
+        if self.scratch.exists():
+            safe_delete.force_remove_worktree(self.r.root, self.scratch, allowed_under=self.scratch.parent)
+        git.prune_worktrees(self.r.root)
+
+    def _forget_kept(self) -> None:
+        safe_delete.remove_tree(self.r.root / KEPT, root=self.r.root, allowed_under=self.r.root / STATE_DIR)
+
     def _keep(self, checked: Round) -> None:
         kept = self.r.root / KEPT
-        shutil.rmtree(kept, ignore_errors=True)
+        self._forget_kept()
         kept.mkdir(parents=True)
         for name, text in checked.files.items():
             (kept / name).write_text(text, encoding="utf-8", newline="")
@@ -312,13 +320,6 @@ def _persisted_pause(root: Path) -> tuple[float, str]:
         return run.paused_until, run.pause_reason
     finally:
         store.close()
-
-
-def _remove_worktree(root: Path, path: Path) -> None:
-    if path.exists():
-        git.git(root, "worktree", "remove", "--force", str(path), check=False)
-        shutil.rmtree(path, ignore_errors=True)
-    git.prune_worktrees(root)
 
 
 def _show_event(event: object) -> None:
@@ -369,7 +370,7 @@ def collect_draft(scratch: Path, draft_dir: Path) -> tuple[dict[str, str], list[
 
 
 def _strays(scratch: Path, draft_dir: Path) -> list[Path]:
-    paths = (scratch / p for p in git.status_paths(scratch))
+    paths = (scratch / p for p in git.untracked_files(scratch))  # ignored too: `.orchestrator/draft/1A.md`
     return [
         p
         for p in paths

@@ -133,6 +133,11 @@ def add_detached_worktree(root: Path, path: Path, start: str) -> None:
     git(root, "worktree", "add", "--detach", str(path), start)
 
 
+def untracked_files(cwd: Path) -> list[str]:
+    """Every file git does not track, ignored ones included (relative to `cwd`)."""
+    return [p for p in git(cwd, "ls-files", "--others", "-z").stdout.split("\0") if p]
+
+
 def prune_worktrees(root: Path) -> None:
     git(root, "worktree", "prune")
 

@@ -148,13 +148,14 @@ def test_still_invalid_after_the_last_round_keeps_the_draft_and_exits_1(project:
 
 
 def test_files_written_outside_the_draft_folder_are_taken_in(project: Project) -> None:
-    drafting(project, {"1A.md": milestone("Word counting")})
+    drafting(project, {"1A.md": milestone("Word counting"), ".orchestrator/draft/1B.md": milestone("Lines")})
 
     out = run_orchestrator(project.root.parent, "--project", str(project.root), "draft", "PRD.md")  # the project's
 
     assert out.returncode == 0, out.stdout + out.stderr
     assert "moved 1A.md into the draft folder" in out.stdout
-    assert (project.root / "milestones" / "1A.md").is_file()
+    assert "moved .orchestrator/draft/1B.md into the draft folder" in out.stdout  # an ignored folder too
+    assert sorted(p.name for p in (project.root / "milestones").iterdir()) == ["1A.md", "1B.md"]
 
 
 def test_a_usage_limit_pauses_the_draft_which_then_goes_on(project: Project) -> None:
