@@ -138,6 +138,10 @@ def build_invocation(
         argv = (sys.executable, str(DEMO_AGENT))
     else:
         argv = _other_argv(agent, prompt_file)
+    if agent.preset == "gemini":
+        # Every worktree is a folder gemini-cli has never seen: untrusted, it silently turns
+        # --yolo back into asking for approval, which nobody answers in a headless run.
+        env.setdefault("GEMINI_CLI_TRUST_WORKSPACE", "true")
     return Invocation(argv + tuple(agent.extra_args), env, prompt, agent.preset, session_id)
 
 

@@ -93,6 +93,12 @@ def respond(fn: Callable[[RecordedRequest], Say | Shell | Error]) -> Respond:
     return Respond(fn)
 
 
+def gemini_error(status: int, message: str, state: str, reason: str = "") -> Error:
+    """An error as the Gemini API words it (google.rpc.Status)."""
+    details = [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": reason}] if reason else []
+    return Error(status, {"error": {"code": status, "message": message, "status": state, "details": details}}, ())
+
+
 def rate_limited() -> Error:
     return error(429, f"Rate limit reached for {MODEL} (fake). Please try again in 1s.")
 
@@ -181,7 +187,7 @@ class FakeOpenAI:
         return item.fn(request) if isinstance(item, Respond) else item
 
     def _take(self, request: RecordedRequest) -> Item:
-        cwd = request.cwd or ""
+        cwd = request.cwd or request.text  # gemini-cli names its folder in free text
         with self._lock:
             self._requests.append(request)
             keys = sorted((k for k in self._scripts if k and k in cwd), key=len, reverse=True)
@@ -196,7 +202,22 @@ class FakeOpenAI:
             self._requests.append(request)
 
 
-_MODEL_PATHS = ("/responses", "/chat/completions")
+_MODEL_PATHS = ("/responses", "/chat/completions", ":generateContent", ":streamGenerateContent")
+
+
+def gemini_answer(item: Say | Shell) -> dict[str, Any]:
+    """Gemini's generateContent answer: a text part, or a call of gemini-cli's shell tool."""
+    if isinstance(item, Shell):
+        part: dict[str, Any] = {"functionCall": {"name": "run_shell_command", "args": {"command": item.command}}}
+    else:
+        part = {"text": item.text}
+    usage = {
+        "promptTokenCount": INPUT_TOKENS,
+        "candidatesTokenCount": OUTPUT_TOKENS,
+        "totalTokenCount": INPUT_TOKENS + OUTPUT_TOKENS,
+    }
+    candidate = {"content": {"role": "model", "parts": [part]}, "finishReason": "STOP", "index": 0}
+    return {"candidates": [candidate], "usageMetadata": usage, "modelVersion": MODEL}
 
 
 def _cwd_of(body: Any) -> str | None:
@@ -292,6 +313,10 @@ def _handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                 body = None
             request = RecordedRequest("POST", self.path, self._headers(), body, time.monotonic())
             path = self.path.split("?")[0]
+            if path.endswith(":countTokens"):
+                fake.record(request)
+                self._json(200, {"totalTokens": INPUT_TOKENS})
+                return
             if not path.endswith(_MODEL_PATHS):
                 fake.record(request)
                 self._json(404, {"error": {"message": f"no such path {path}", "type": "not_found"}})
@@ -299,6 +324,10 @@ def _handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
             item = fake.next_item(request)
             if isinstance(item, Error):
                 self._json(item.status, item.body, item.headers)
+            elif path.endswith(":streamGenerateContent"):
+                self._stream([gemini_answer(item)], typed=False, done=False)
+            elif path.endswith(":generateContent"):
+                self._json(200, gemini_answer(item))
             elif path.endswith("/responses"):
                 self._stream(responses_events(item, _tool_names(body)), typed=True)
             else:
@@ -323,7 +352,7 @@ def _handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(data)
 
-        def _stream(self, events: Iterable[dict[str, Any]], typed: bool) -> None:
+        def _stream(self, events: Iterable[dict[str, Any]], typed: bool, done: bool = True) -> None:
             self.send_response(200)
             self.send_header("content-type", "text/event-stream")
             self.send_header("cache-control", "no-cache")
@@ -332,7 +361,7 @@ def _handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
             for event in events:
                 head = f"event: {event['type']}\n" if typed else ""
                 self.wfile.write(f"{head}data: {json.dumps(event)}\n\n".encode())
-            if not typed:
+            if done and not typed:
                 self.wfile.write(b"data: [DONE]\n\n")
             self.wfile.flush()
             self.close_connection = True

@@ -139,6 +139,7 @@ def test_aider_reads_the_prompt_file_and_never_commits_or_asks() -> None:
 def test_gemini_headless_with_the_prompt_on_stdin() -> None:
     inv = invocation(preset("gemini", executable="/usr/local/bin/gemini"))
     assert inv.argv == ("/usr/local/bin/gemini", "--yolo", "-p", "Carry out the task described above.")
+    assert inv.env["GEMINI_CLI_TRUST_WORKSPACE"] == "true"  # else --yolo is turned off in a new worktree
     assert inv.stdin == "Do 1A"  # -p is appended to what stdin holds
 
 

@@ -60,8 +60,8 @@ def _build(kind: str, tmp: Path) -> Path:
 def _install(artifact: Path, tmp: Path) -> Path:
     """A fresh venv with the artifact and its dependencies; returns its bin/ folder."""
     env_dir = tmp / "venv"
-    venv.create(env_dir, with_pip=True)
-    pip = [str(env_dir / "bin" / "python"), "-m", "pip", "install", "-q", str(artifact)]
+    venv.create(env_dir, with_pip=False)  # this pip installs into it (`--python`), as pipx shares one pip
+    pip = [sys.executable, "-m", "pip", "--python", str(env_dir / "bin" / "python"), "install", "-q", str(artifact)]
     installed = _run(pip, tmp, SLOW)
     assert installed.returncode == 0, installed.stdout[-3000:] + installed.stderr[-3000:]
     return env_dir / "bin"
