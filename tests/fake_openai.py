@@ -305,6 +305,12 @@ def _handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
             self._json(403, {"error": {"message": "no outside requests in tests", "type": "forbidden"}})
 
         def do_POST(self) -> None:
+            try:
+                self._answer()
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the CLI was killed (a stopped task) while it waited for this answer
+
+        def _answer(self) -> None:
             length = int(self.headers.get("content-length") or 0)
             raw = self.rfile.read(length) if length else b""
             try:
