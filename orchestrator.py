@@ -21,10 +21,25 @@ import time
 import traceback
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
 
-from ccorch import agents, envfile, faults, files, git, preflight, redact, render, safe_delete, tasksfile
-from ccorch import config as configuration
+from advanced import Integration, MilestoneValidator, RateLimitManager, SystemMonitor, WorktreeManager
+from ccorch import (
+    agents,
+    commands,
+    envfile,
+    faults,
+    files,
+    git,
+    leftovers,
+    orphans,
+    preflight,
+    proc,
+    redact,
+    render,
+    safe_delete,
+    supervise,
+    tasksfile,
+)
 from ccorch.cli import build_parser, normalise
 from ccorch.errors import (
     EXIT_INTERNAL,
@@ -35,25 +50,17 @@ from ccorch.errors import (
     OrchestratorError,
     UsageError,
 )
+from ccorch.integration import finish_by_hand, make_resolver
 from ccorch.lock import RunLock
+from ccorch.metrics import MetricsSampler, state_reader
+from ccorch.notify import Announcer, Notifier
 from ccorch.pipeline import Held, Job, MilestoneResult, Paused, Progress, Services, run_milestone
-from ccorch.plan import Milestone, Plan, load_plan
+from ccorch.plan import Milestone
+from ccorch.project import Project, check_project, load_project
 from ccorch.state import STATE_DIR, MilestoneState, Ownership, StateStore, update
-
-if TYPE_CHECKING:
-    from advanced import Integration
-    from ccorch.metrics import MetricsSampler
 
 HERE = Path(__file__).resolve().parent
 log = logging.getLogger("orchestrator")
-
-
-class Project(NamedTuple):
-    root: Path
-    config: configuration.Config
-    plan: Plan
-    problems: tuple[object, ...]
-    config_ok: bool = True  # False: the config had problems (listed in `problems`); defaults stand in
 
 
 # ---------------------------------------------------------------- command line
@@ -93,15 +100,13 @@ def _internal_error() -> int:
 
 
 def dispatch(args: argparse.Namespace) -> int:
-    from ccorch import commands
-
     handlers = {
         "draft": commands.draft,
         "new": commands.new,
         "run": cmd_run,
         "status": commands.status,
         "clean": commands.clean,
-        "demo": commands.demo,
+        "demo": lambda a: commands.demo(a, main),
         "validate": cmd_validate,
         "plan": commands.plan,
         "logs": commands.logs,
@@ -110,38 +115,6 @@ def dispatch(args: argparse.Namespace) -> int:
         "serve": commands.serve,
     }
     return handlers[args.command](args)
-
-
-def load_project(args: argparse.Namespace, keep_config_error: bool = False) -> Project:
-    """Config and plan, read once. With keep_config_error, each config problem becomes one more problem
-    (and the plan is read with defaults), so --validate-only and run can report everything at once."""
-    root = git.find_root(Path(args.project or ".").resolve())
-    path = configuration.config_path(root, args.config, os.environ)
-    explicit = bool(args.config or os.environ.get("ORCHESTRATOR_CONFIG"))
-    config_problems: list[object] = []
-    try:
-        config = configuration.load_config(path, os.environ, explicit=explicit)
-    except UsageError as e:
-        if not keep_config_error:
-            raise
-        config, config_problems = configuration.Config(), list(getattr(e, "problems", [e]))
-    plan, problems = load_plan(root / config.milestones_dir, root)
-    base = config.base_branch or git.current_branch(root)
-    theirs = tasksfile.ownership_problem(root, config.tasks_file, base)  # never overwrite the user's file
-    return Project(
-        root, config, plan, (*config_problems, *problems, *([theirs] if theirs else [])), not config_problems
-    )
-
-
-def check_project(project: Project, args: argparse.Namespace) -> list[object]:
-    """Every problem that stops a run, found before anything is written; warnings are printed."""
-    from ccorch.plan import stray_entries
-
-    for warning in stray_entries(project.root / project.config.milestones_dir, project.root):
-        print(f"warning: {warning}", file=sys.stderr)
-    config = project.config if project.config_ok else None
-    stage, milestone = getattr(args, "stage", None), getattr(args, "milestone", None)
-    return [*project.problems, *preflight.problems(project.root, config, project.plan, stage, milestone)]
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -163,8 +136,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.validate_only:
         return cmd_validate(args)
     if args.whatif:
-        from ccorch import commands
-
         return commands.plan(args)
     project = load_project(args, keep_config_error=True)
     problems = check_project(project, args)
@@ -172,8 +143,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(render.problems_text(problems), file=sys.stderr)
         raise UsageError(f"{len(problems)} problem(s) found; nothing was run (fix them; see --validate-only)")
     if args.auto_resume and project.config.auto_resume:  # config auto_resume, or env AUTO_RESUME
-        from ccorch import supervise
-
         return supervise.supervise(args, HERE / "orchestrator.py")
     missing = agents.check_installed(project.config.agent, project.root)
     if missing:
@@ -186,9 +155,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 class Runner:
     def __init__(self, project: Project, args: argparse.Namespace) -> None:
-        from advanced import MilestoneValidator, RateLimitManager, SystemMonitor, WorktreeManager
-        from ccorch.notify import Announcer, Notifier
-
         self.p = project
         self.cfg = project.config
         self.args = args
@@ -241,8 +207,6 @@ class Runner:
 
     def _metrics(self) -> MetricsSampler:
         """The sampler thread behind logs/metrics.json; it reads state read-only and never writes it."""
-        from ccorch.metrics import MetricsSampler, state_reader
-
         path = self.log_dir / "metrics.json"
         return MetricsSampler(path, self.cfg.monitor.interval_seconds, self.monitor, state_reader(self.root))
 
@@ -321,8 +285,6 @@ class Runner:
 
     def _stop_orphans(self) -> None:
         """Agents of a runner that died may still be writing: stop them before their worktrees are reused."""
-        from ccorch import orphans
-
         records = self.store.milestones().values()
         recorded = [orphans.Recorded(r.id, r.agent_pid, r.agent_started) for r in records]
         for orphan in orphans.find(recorded, self.root / self.cfg.worktree_dir):
@@ -334,8 +296,6 @@ class Runner:
 
     def _tidy(self, merged: dict[str, str]) -> None:
         """What a runner killed mid-way leaves behind: its integration, worktrees of merged milestones, temp files."""
-        from ccorch import leftovers
-
         folder = self.root / self.cfg.worktree_dir
         for note in leftovers.repair(self.root, folder):
             self.say(f"notice: {note}")
@@ -567,8 +527,6 @@ class Runner:
 
     def _integrate(self, stage: int, milestones: list[Milestone]) -> int:
         self.say(f"stage {stage}: merging {', '.join(m.id for m in milestones)}")
-        from ccorch.integration import make_resolver
-
         resolver = make_resolver(self._services(), stage, milestones)
         old = self.worktrees.base_commit()
         short = self._wait_for_disk()
@@ -629,8 +587,6 @@ class Runner:
         git.commit_all(self.worktrees.integration_path, f"Update {self.cfg.tasks_file}: stage {stage} merged")
 
     def _integration_failed(self, stage: int, milestones: list[Milestone], result: Integration) -> int:
-        from ccorch.integration import finish_by_hand
-
         self.worktrees.drop_integration()
         culprit = next((m for m in milestones if m.id == result.failed), milestones[-1])
         self.store.put(update(self._record(culprit.id), status="blocked", reason=result.reason))
@@ -734,8 +690,6 @@ class Runner:
             event.set()
 
     def _kill_now(self) -> None:
-        from ccorch import proc
-
         for pid in list(self._live_agents.values()):
             if pid:
                 proc.kill_pid_group(pid, grace=0)

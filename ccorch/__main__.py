@@ -1,6 +1,7 @@
 """`python -m ccorch`: the same command line as `python orchestrator.py` and the installed
-`orchestrator` command. This file is an entry point (nothing imports it), the top of the layers."""
+`orchestrator` command. An entry point above every layer: it runs orchestrator.py as a script
+rather than importing it, so no module of this package imports the top of the layers."""
 
-from orchestrator import main
+import runpy
 
-raise SystemExit(main())
+runpy.run_module("orchestrator", run_name="__main__", alter_sys=True)

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
-from ccorch import agents, files, git, prompts, redact, render, safe_delete, transcript
+from ccorch import agents, dashboard, files, git, prompts, redact, render, safe_delete, server, transcript
 from ccorch.cli import program_name
 from ccorch.config import CONFIG_FILE, config_path, load_config
 from ccorch.errors import EXIT_OK, EXIT_USAGE, OrchestratorError, UsageError
@@ -75,8 +75,6 @@ def status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(render.status_json(snap), indent=2))
         return EXIT_OK
-    from ccorch import dashboard
-
     for problem in view.problems:
         print(f"warning: {problem}", file=sys.stderr)
     dashboard.make_console(args.no_color).print(dashboard.status_text(snap), soft_wrap=True)
@@ -174,17 +172,16 @@ def _forget_state(root: Path) -> None:
     print("state forgotten; merged work is read back from git")
 
 
-def demo(args: argparse.Namespace) -> int:
-    """The example plan, a scratch repository and the built-in offline agent: no account needed."""
-    import orchestrator
-
+def demo(args: argparse.Namespace, run_main: Callable[[list[str]], int]) -> int:
+    """The example plan, a scratch repository and the built-in offline agent: no account needed.
+    run_main is the command line's main (passed down: this module sits below orchestrator.py)."""
     target = Path(args.dir).resolve() if args.dir else Path(tempfile.mkdtemp(prefix="orchestrator-demo-"))
     if target.exists() and any(target.iterdir()):
         raise UsageError(f"{target} is not empty; pick an empty or new folder for the demo")
     _make_demo_repo(target)
     print(f"demo repository: {target}\n")
     started = time.monotonic()
-    code = orchestrator.main(["run", "--project", str(target), *(["--no-color"] if args.no_color else [])])
+    code = run_main(["run", "--project", str(target), *(["--no-color"] if args.no_color else [])])
     print(f"\n--- finished in {time.monotonic() - started:.1f}s with exit code {code}; {target}/TASKS.md says:\n")
     print((target / "TASKS.md").read_text(encoding="utf-8"))
     print(git.git(target, "log", "--graph", "--oneline", "--decorate", "-n", "20").stdout)
@@ -384,8 +381,6 @@ def _require_running(view: _View, milestone_id: str) -> None:
 
 
 def watch(args: argparse.Namespace) -> int:
-    from ccorch import dashboard
-
     if not args.refresh > 0:
         raise UsageError(f"--refresh must be more than 0 seconds, not {args.refresh:g}")
     view = _View(args)
@@ -405,8 +400,6 @@ def new(args: argparse.Namespace) -> int:
 
 
 def serve(args: argparse.Namespace) -> int:
-    from ccorch import server
-
     view = _View(args)
     return server.serve(view.snapshot, port=args.port)
 

@@ -15,6 +15,8 @@ import sys
 import time
 from pathlib import Path
 
+from ccorch.project import load_project
+
 NO_RESTART = {0, 1, 2, 130}
 
 
@@ -33,8 +35,6 @@ def child_argv(args: argparse.Namespace, script: Path, resume: bool) -> list[str
 
 
 def supervise(args: argparse.Namespace, script: Path, pause: float | None = None) -> int:
-    from orchestrator import load_project
-
     project = load_project(args)  # a usage error surfaces here, before any child starts
     attempts = project.config.retry_attempts
     pause = float(os.environ.get("ORCHESTRATOR_RESTART_PAUSE", "5")) if pause is None else pause
