@@ -1,14 +1,26 @@
-"""The resolve role: an agent run in the integration worktree when a merge conflicts or breaks tests."""
+"""Integration of a stage: its milestones merged in a worktree of their own, checked, then the base moved.
+
+The resolve role is an agent run in the integration worktree when a merge conflicts or breaks tests.
+"""
 
 from __future__ import annotations
 
 import shlex
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ccorch import git, prompts
+from ccorch import faults, git, prompts, render
+from ccorch.errors import EXIT_OK
 from ccorch.pipeline import Paused, Services, _Context, _log_line, _run_role, _Tally
 from ccorch.plan import Milestone
+from ccorch.reporter import Reporter
+from ccorch.state import MilestoneState, update
+from ccorch.stops import StopControl
+
+if TYPE_CHECKING:
+    from advanced import Integration
 
 
 def make_resolver(s: Services, stage: int, milestones: Sequence[Milestone]):  # type: ignore[no-untyped-def]
@@ -59,3 +71,98 @@ def finish_by_hand(
             lines.append(f"    # make `{test_command}` pass again, then commit the fix")
     lines.append("then run the orchestrator again: it reads the `Milestone:` trailers and carries on.")
     return "\n".join(lines)
+
+
+class StageMerger:
+    """One stage's integration; returns the run's exit code (EXIT_OK when the base branch moved)."""
+
+    def __init__(
+        self, services: Services, reporter: Reporter, stops: StopControl, tidy: Callable[[list[Milestone]], None]
+    ):
+        self.s = services
+        self.cfg = services.config
+        self.worktrees = services.worktrees
+        self.reporter = reporter
+        self.stops = stops
+        self._tidy = tidy
+
+    def merge(self, stage: int, milestones: list[Milestone]) -> int:
+        self.reporter.say(f"stage {stage}: merging {', '.join(m.id for m in milestones)}")
+        resolver = make_resolver(self.s, stage, milestones)
+        old = self.worktrees.base_commit()
+        short = self._wait_for_disk()
+        if short and self.stops.is_set():
+            self.reporter.interrupted(self.s.root)
+        if short:
+            return self.reporter.fail(f"stage {stage} not merged: {short}; free some space, then run again")
+        result = self.worktrees.integrate([(m.id, m.title) for m in milestones], self._after_merge, resolver)
+        if self.stops.is_set():  # nothing has moved yet: drop the half-done integration, resume redoes it
+            self.worktrees.drop_integration()
+            self.reporter.interrupted(self.s.root)
+        for note in result.notes:
+            self.reporter.say(f"  {note}")
+        if not result.ok:
+            return self._failed(stage, milestones, result)
+        return self._apply(stage, milestones, old, result)
+
+    def _apply(self, stage: int, milestones: list[Milestone], old: str, result: Integration) -> int:
+        merged = self._mark_merged(milestones, result.merges)
+        self._commit_tasks_file(stage, merged)
+        new = git.rev_parse(self.worktrees.integration_path, "HEAD") or result.commit
+        faults.hit("move-base")
+        blocking = self.worktrees.move_base(old, new)
+        if blocking:
+            return self._base_blocked(stage, blocking)
+        self.worktrees.drop_integration()
+        self.reporter.store.put(*merged.values())  # only now: the base branch holds the merges
+        self._tidy(milestones)
+        self.reporter.render()
+        self.reporter.say(f"stage {stage} merged into {self.worktrees.base_branch} ({new[:10]})")
+        return EXIT_OK
+
+    def _wait_for_disk(self) -> str | None:
+        """Hold while free disk is short (the integration worktree needs room), up to monitor.max_wait_minutes."""
+        deadline = time.monotonic() + self.cfg.monitor.max_wait_minutes * 60
+        short = self.s.monitor.disk_shortage()
+        while short and time.monotonic() < deadline and not self.stops.wait(self.cfg.monitor.interval_seconds):
+            short = self.s.monitor.disk_shortage()
+        return short
+
+    def _after_merge(self, path: Path) -> str | None:
+        faults.hit("merge")
+        if self.stops.is_set():
+            return "stopped by the user"
+        return self.s.validator.merged(path)
+
+    def _mark_merged(self, milestones: list[Milestone], merges: dict[str, str]) -> dict[str, MilestoneState]:
+        record = self.reporter.record
+        return {m.id: update(record(m.id), status="merged", merge_commit=merges[m.id], reason="") for m in milestones}
+
+    def _commit_tasks_file(self, stage: int, merged: dict[str, MilestoneState]) -> None:
+        store = self.reporter.store
+        records = {**store.milestones(), **merged}
+        text = render.tasks_markdown(render.snapshot(self.reporter.plan, records, store.run()))
+        render.write_atomic(self.worktrees.integration_path / self.cfg.tasks_file, text)
+        git.commit_all(self.worktrees.integration_path, f"Update {self.cfg.tasks_file}: stage {stage} merged")
+
+    def _failed(self, stage: int, milestones: list[Milestone], result: Integration) -> int:
+        self.worktrees.drop_integration()
+        culprit = next((m for m in milestones if m.id == result.failed), milestones[-1])
+        self.reporter.store.put(update(self.reporter.record(culprit.id), status="blocked", reason=result.reason))
+        base = self.worktrees.base_branch
+        branches = [(m.id, m.title, self.worktrees.branch_for(m.id)) for m in milestones]
+        test = self.cfg.validation.test_command
+        how = finish_by_hand(self.s.root, base, branches, culprit.id, result.conflicted, test)
+        return self.reporter.fail(
+            f"stage {stage} blocked: {result.reason}\n{base} was not moved; every milestone/* branch is kept. {how}"
+        )
+
+    def _base_blocked(self, stage: int, blocking: list[str]) -> int:
+        kept = self.worktrees.keep_integration(f"orchestrator/stage-{stage}")
+        self.worktrees.drop_integration()
+        reason = (
+            f"your uncommitted changes in {', '.join(blocking)} would be overwritten; the merged result is "
+            f"on branch {kept}. Commit or stash them, then run again: it moves {self.worktrees.base_branch} "
+            f"there (it also refreshes {self.cfg.tasks_file}, which blocks a plain `git merge --ff-only`)"
+        )
+        return self.reporter.fail(reason, f"stage {stage} merged but not applied: {reason}")
