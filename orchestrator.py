@@ -25,6 +25,7 @@ from advanced import MilestoneValidator, RateLimitManager, SystemMonitor, Worktr
 from ccorch import (
     agents,
     commands,
+    draft,
     envfile,
     faults,
     files,
@@ -35,6 +36,7 @@ from ccorch import (
     repairs,
     supervise,
     tasksfile,
+    template,
 )
 from ccorch.cli import build_parser, normalise
 from ccorch.errors import (
@@ -98,8 +100,8 @@ def _internal_error() -> int:
 
 def dispatch(args: argparse.Namespace) -> int:
     handlers = {
-        "draft": commands.draft,
-        "new": commands.new,
+        "draft": draft.command,
+        "new": template.command,
         "run": cmd_run,
         "status": commands.status,
         "clean": commands.clean,

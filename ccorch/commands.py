@@ -387,21 +387,9 @@ def watch(args: argparse.Namespace) -> int:
     return dashboard.watch(view.snapshot, refresh=args.refresh, once=args.once, no_color=args.no_color)
 
 
-def draft(args: argparse.Namespace) -> int:
-    from ccorch import draft  # imported here: it pulls in the agent pipeline, which status does not need
-
-    return draft.command(args)
-
-
-def new(args: argparse.Namespace) -> int:
-    from ccorch import template
-
-    return template.command(args)
-
-
 def serve(args: argparse.Namespace) -> int:
     view = _View(args)
     return server.serve(view.snapshot, port=args.port)
 
 
-__all__ = ["RunLock", "clean", "demo", "draft", "logs", "new", "plan", "serve", "status", "stop", "watch"]
+__all__ = ["RunLock", "clean", "demo", "logs", "plan", "serve", "status", "stop", "watch"]

@@ -26,6 +26,7 @@ from importlib import resources
 from pathlib import Path
 from typing import NamedTuple
 
+from advanced import MilestoneValidator, RateLimitManager, SystemMonitor, WorktreeManager
 from ccorch import agents, envfile, git, redact, safe_delete, survey
 from ccorch.config import Config, config_path, load_config
 from ccorch.errors import EXIT_FAILED, EXIT_OK, Interrupted, UsageError
@@ -214,8 +215,6 @@ class _Drafting:
                 signal.signal(sig, handler)
 
     def _services(self) -> Services:
-        from advanced import MilestoneValidator, RateLimitManager, SystemMonitor, WorktreeManager
-
         root, cfg = self.r.root, self.cfg
         dotenv = envfile.read_dotenv(root)
         env = {**os.environ, **dotenv}
