@@ -22,20 +22,7 @@ COMMANDS = ("draft", "new", "run", "status", "clean", "demo", "validate", "plan"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--project",
-        metavar="DIR",
-        help="the git repository to work on (default: the one containing the current directory)",
-    )
-    common.add_argument(
-        "--config",
-        metavar="PATH",
-        help="config file (default: $ORCHESTRATOR_CONFIG, else orchestrator.config.json at the project root)",
-    )
-    common.add_argument(
-        "--no-color", action="store_true", help="no colour (also when NO_COLOR is set or output is not a terminal)"
-    )
+    common = _common_options()
     parser = argparse.ArgumentParser(
         prog=program_name(),
         description="Run a plan of milestone files (milestones/1A.md, 1B.md, 2A.md …) with coding agents: "
@@ -58,6 +45,31 @@ def build_parser() -> argparse.ArgumentParser:
         )
     )
     _add_plan_writers(sub, common)
+    _add_housekeeping(sub, common)
+    _add_views(sub, common)
+    return parser
+
+
+def _common_options() -> argparse.ArgumentParser:
+    """Options every command takes, before or after its verb."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--project",
+        metavar="DIR",
+        help="the git repository to work on (default: the one containing the current directory)",
+    )
+    common.add_argument(
+        "--config",
+        metavar="PATH",
+        help="config file (default: $ORCHESTRATOR_CONFIG, else orchestrator.config.json at the project root)",
+    )
+    common.add_argument(
+        "--no-color", action="store_true", help="no colour (also when NO_COLOR is set or output is not a terminal)"
+    )
+    return common
+
+
+def _add_housekeeping(sub: Any, common: argparse.ArgumentParser) -> None:
     status = sub.add_parser("status", parents=[common], help="show where every milestone stands")
     status.add_argument("--json", action="store_true", help="print a JSON object (keys documented in the README)")
     clean = sub.add_parser(
@@ -80,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "validate", parents=[common], help="check the plan and config, run nothing (same as --validate-only)"
     )
+
+
+def _add_views(sub: Any, common: argparse.ArgumentParser) -> None:
     plan = sub.add_parser(
         "plan", parents=[common], help="show the execution plan, or the exact prompt of one milestone"
     )
@@ -97,7 +112,6 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--port", type=int, default=8765, metavar="N", help="port on 127.0.0.1 (default 8765; 0 picks a free one)"
     )
-    return parser
 
 
 def _add_plan_writers(sub: Any, common: argparse.ArgumentParser) -> None:
