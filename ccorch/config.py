@@ -256,7 +256,8 @@ def _build(cls: type[Any], data: Any, prefix: str, ctx: _Context) -> Any:
         return cls()
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for name in sorted(set(data) - set(fields)):
-        ctx.add(f"unknown config key `{prefix}{name}`{_did_you_mean(name, prefix, fields)}")
+        shown = f"{prefix}{name}".encode("utf-8", "backslashreplace").decode("utf-8")  # a lone surrogate prints
+        ctx.add(f"unknown config key `{shown}`{_did_you_mean(name, prefix, fields)}")
     hints = typing.get_type_hints(cls)
     values = {}
     for name in fields.keys() & data.keys():
@@ -314,7 +315,7 @@ def _convert(hint: Any, value: Any, key: str, ctx: _Context) -> Any:
 def _expected(hint: Any, origin: Any, value: Any) -> str | None:
     """What `value` should have been, or None when it fits `hint`."""
     if origin is tuple:
-        ok = isinstance(value, list) and all(isinstance(v, str) and "\x00" not in v for v in value)
+        ok = isinstance(value, list) and all(isinstance(v, str) and _clean_text(v) for v in value)
         return None if ok else "a list of strings (without NUL characters)"
     if origin in (Mapping, dict) or hint is Mapping:
         ok = isinstance(value, dict) and all(_env_pair(k, v) for k, v in value.items())
@@ -323,13 +324,24 @@ def _expected(hint: Any, origin: Any, value: Any) -> str | None:
         if isinstance(value, bool) or not isinstance(value, (int, float) if hint is float else int):
             return "a number" if hint is float else "a whole number"
         return None if math.isfinite(value) else "a finite number (NaN and Infinity are not numbers here)"
+    if hint is str and isinstance(value, str):
+        return None if _clean_text(value) else "text without NUL characters or lone surrogates"
     if isinstance(value, hint):
-        return "a string without NUL characters" if isinstance(value, str) and "\x00" in value else None
+        return None
     return {bool: "true or false", str: "a string"}.get(hint, str(hint))
 
 
+def _clean_text(text: str) -> bool:
+    """Text a path, an argv or an environment can carry: no NUL, valid UTF-8 (no lone surrogate)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return "\x00" not in text
+
+
 def _env_pair(name: str, value: Any) -> bool:
-    return isinstance(value, str) and name != "" and "=" not in name and "\x00" not in name + value
+    return isinstance(value, str) and name != "" and "=" not in name and _clean_text(name + value)
 
 
 def _shown(value: Any) -> str:

@@ -41,7 +41,7 @@ def problems(
     _collect(found, lambda: read_env(root))
     base = _collect(found, lambda: base_branch(root, config or Config()))
     if config is not None:
-        found += output_problems(root, config)
+        found += output_problems(root, config) + tracked_problems(root, config)
     found += state_problems(root)
     if stage is not None or milestone is not None:
         # without a base branch, what is merged is unknown: check the ids and stages alone
@@ -131,6 +131,18 @@ def output_problems(root: Path, config: Config) -> list[str]:
         return problems
     places = [*outputs(root, config), *_git_outputs(root)]
     return list(dict.fromkeys(p for out in places if (p := _output_problem(root, out))))
+
+
+def tracked_problems(root: Path, config: Config) -> list[str]:
+    """The worktree folder is the runner's own (it is excluded from git, and emptied): none of the user's files."""
+    out = git.git(root, "ls-files", "-z", "--", config.worktree_dir, check=False)
+    tracked = [p for p in out.stdout.split("\0") if p]
+    if out.returncode or not tracked:
+        return []
+    return [
+        f"`worktree_dir` {config.worktree_dir} holds files of yours tracked by git ({', '.join(tracked[:3])}"
+        f"{' …' if len(tracked) > 3 else ''}): set worktree_dir to a folder of the runner's own, e.g. .worktree"
+    ]
 
 
 def _git_outputs(root: Path) -> list[Output]:

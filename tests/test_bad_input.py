@@ -7,9 +7,11 @@ In-process `main([...])` keeps the table fast; the real-run regressions live in 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sqlite3
+import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -162,13 +164,15 @@ def _nested(key: str, value: Any) -> dict[str, Any]:
     return {head: _nested(rest, value) if rest else value}
 
 
-INT_KEYS = {
-    "max_parallel_tasks",
-    "retry_attempts",
-    "review.max_rounds",
-    "validation.max_file_kb",
-    "recovery.max_attempts",
-}
+def _hint(key: str) -> Any:
+    kind: Any = configuration.Config
+    for part in key.split("."):
+        kind = typing.get_type_hints(kind)[part]
+        kind = next((a for a in typing.get_args(kind) if dataclasses.is_dataclass(a)), kind)
+    return kind
+
+
+INT_KEYS = {key for key in NUMERIC_KEYS if _hint(key) is int}
 NONFINITE_CASES = [
     Case(f"{key} {value}", (key, "whole number" if key in INT_KEYS else "finite", CFG), _nested(key, value))
     for key in NUMERIC_KEYS
@@ -248,6 +252,8 @@ FILE_CASES = [
     Case("base_branch number", (CFG, "base_branch", "a string"), {"base_branch": 3}),
     Case("NUL in a string", (CFG, "agent.model", "NUL"), {"agent": {"model": "x\u0000y"}}),
     Case("NUL in an argument", (CFG, "agent.extra_args", "NUL"), {"agent": {"extra_args": ["a\u0000"]}}),
+    Case("lone surrogate in a path", (CFG, "worktree_dir", "surrogate"), {"worktree_dir": "w\udc00"}),
+    Case("lone surrogate in a key", (CFG, "unknown config key"), setup=_config_text('{"\\ud800x": 1}')),
     Case("= in an env name", (CFG, "agent.env"), {"agent": {"env": {"A=B": "1"}}}),
     Case("LOG_LEVEL bad", ("LOG_LEVEL",), env={"LOG_LEVEL": "loud"}),
     Case("AUTO_RESUME bad", ("AUTO_RESUME",), env={"AUTO_RESUME": "maybe"}),
@@ -354,6 +360,17 @@ def _file(rel: str) -> Setup:
     return write
 
 
+def _tracked(rel: str) -> Setup:
+    def commit(root: Path) -> None:
+        import subprocess
+
+        _file(rel)(root)
+        subprocess.run(("git", "add", rel), cwd=root, check=True)
+        subprocess.run(("git", "commit", "-qm", f"add {rel}"), cwd=root, check=True)
+
+    return commit
+
+
 OUTPUT_CASES = [
     Case("TASKS.md is a folder", ("TASKS.md", "tasks_file", "folder"), setup=_dir("TASKS.md")),
     Case(
@@ -368,6 +385,12 @@ OUTPUT_CASES = [
     Case("state.db is a folder", ("state.db", "folder"), setup=_dir(".orchestrator/state.db")),
     Case("lock is a folder", ("lock", "folder"), setup=_dir(".orchestrator/lock")),
     Case("control is a file", ("control", "a file"), setup=_file(".orchestrator/control")),
+    Case(
+        "worktree_dir holds your files",
+        ("worktree_dir", "src", "tracked"),
+        {"worktree_dir": "src"},
+        _tracked("src/app.py"),
+    ),
     Case("exclude is a folder", ("exclude", "folder"), setup=lambda root: _swap_exclude(root)),
 ]
 
