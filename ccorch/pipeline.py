@@ -202,9 +202,15 @@ def _review_rounds(ctx: _Context, commit: str, pending: _Pending | None) -> Mile
         outcome = _run_role(ctx, "remediate", prompt, resume_session=True)
         if outcome.kind != "ok":
             return _failure(ctx, outcome)
-        message = pending.message if held is not None and pending else f"Milestone {m.id}: remediation round {round_no}"
-        pending = _Pending(message, squash=verdict.must_purge() or bool(pending and pending.squash))
+        pending = _next_commit(m, round_no, verdict, pending if held is not None else None)
     return MilestoneResult(m.id, "failed", "unreachable")
+
+
+def _next_commit(m: Milestone, round_no: int, verdict: Verdict, held_back: _Pending | None) -> _Pending:
+    """What the remediation's commit will be; a change held back for a secret keeps its message."""
+    if held_back is not None:
+        return held_back
+    return _Pending(f"Milestone {m.id}: remediation round {round_no}", squash=verdict.must_purge())
 
 
 def _check(ctx: _Context) -> Verdict:

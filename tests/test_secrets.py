@@ -129,6 +129,8 @@ def test_no_secret_in_any_file_object_view_or_notification(project: Project) -> 
     assert "config.py:2" in remediation["prompt"] and "notes.txt:1" in remediation["prompt"]
     assert "Remove them" in remediation["prompt"]
     assert project.git("show", "milestone/1A:config.py") == "import os\nKEY = os.environ['ANTHROPIC_API_KEY']\n"
+    # The change held back in round 1 is committed once clean, as the milestone's one commit.
+    assert project.git("log", "--format=%s", "main..milestone/1A").splitlines() == ["Milestone 1A: Alpha"]
 
 
 def _served(project: Project) -> str:
