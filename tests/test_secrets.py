@@ -184,3 +184,13 @@ def test_state_and_logs_are_readable_by_the_user_only_and_tasks_follows_the_umas
         for path in inside:
             assert stat.S_IMODE(path.stat().st_mode) == (0o700 if path.is_dir() else 0o600), path
     assert stat.S_IMODE((project.root / "TASKS.md").stat().st_mode) == 0o640
+
+
+def test_a_dotenv_line_that_does_not_load_is_reported_without_its_secret(project: Project) -> None:
+    project.milestone("1A")
+    project.commit_plan()
+    (project.root / ".env").write_text(f"MY_SETTING={DOTENV_PLAIN}\noops {DOTENV_KEY} here\n")
+    out = project.run("--validate-only", env=ENV)
+    assert out.returncode == 2 and ".env:2" in out.stderr, out.stderr
+    assert "python-dotenv" not in out.stderr  # one message about the line, not the parser's too
+    assert_no_secret("--validate-only's output", out.stdout + out.stderr)
