@@ -10,6 +10,13 @@ from ccorch import redact
 from ccorch.errors import UsageError
 
 
+def read_dotenv(root: Path) -> dict[str, str]:
+    """The `.env` values the agents get; UsageError naming the line that does not load."""
+    from ccorch import preflight
+
+    return preflight.read_env(root)
+
+
 def redactor_for(start: Path) -> redact.Redactor:
     """The redactor of the repository holding `start`, before anything else is read.
 
@@ -23,12 +30,10 @@ def redactor_for(start: Path) -> redact.Redactor:
 
 
 def _dotenv_values(root: Path) -> dict[str, str]:
-    from ccorch import preflight
-
     try:
-        return preflight.read_env(root)  # exactly the values the agents get
+        return read_dotenv(root)  # exactly the values the agents get
     except UsageError:
-        return _loadable_lines(root / preflight.ENV_FILE)
+        return _loadable_lines(root / ".env")
 
 
 def _loadable_lines(path: Path) -> dict[str, str]:
