@@ -19,31 +19,17 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import NamedTuple
 
-from ccorch import files, proc, redact
+from ccorch import files, presets, proc, redact
 from ccorch.config import AgentConfig
 from ccorch.errors import UsageError
 from ccorch.review import VERDICT_SCHEMA
 
 ROLES = ("implement", "review", "remediate", "resolve")
-INSTALL_HINTS = {
-    "claude": "npm install -g @anthropic-ai/claude-code",
-    "codex": "npm install -g @openai/codex",
-    "aider": "python -m pip install aider-install && aider-install",
-    "gemini": "npm install -g @google/gemini-cli",
-}
-# What a person does when an agent cannot authenticate; the run stops until then.
-AUTH_HINTS = {
-    "claude": "set a valid ANTHROPIC_API_KEY (in .env or agent.env), or log in again: run `claude` and "
-    "type /login (for a subscription token: `claude setup-token`, then CLAUDE_CODE_OAUTH_TOKEN)",
-    "codex": "run `codex login`, or set a valid OPENAI_API_KEY (in .env or agent.env)",
-    "aider": "set a valid API key for aider's model provider (e.g. ANTHROPIC_API_KEY or OPENAI_API_KEY in .env)",
-    "gemini": "run `gemini` once to log in, or set a valid GEMINI_API_KEY (in .env or agent.env)",
-}
-# Files an agent leaves in its worktree that are its own, not the milestone's work: kept out of
-# git through .git/info/exclude (aider's chat history and repo-map cache; it is run with
-# --no-gitignore so the user's .gitignore stays untouched).
-OWN_FILES = {"aider": (".aider*",)}
-DEFAULT_EXECUTABLES = {"claude": "claude", "codex": "codex", "aider": "aider", "gemini": "gemini"}
+# Derived from the preset registry (ccorch/presets.py), where each agent's knowledge lives.
+INSTALL_HINTS = {p.name: p.install_hint for p in presets.REGISTRY.values() if p.install_hint}
+AUTH_HINTS = {p.name: p.auth_hint for p in presets.REGISTRY.values() if p.auth_hint}
+OWN_FILES = {p.name: p.own_files for p in presets.REGISTRY.values() if p.own_files}
+DEFAULT_EXECUTABLES = {p.name: p.executable for p in presets.REGISTRY.values() if p.executable}
 DEMO_AGENT = Path(__file__).with_name("demo_agent.py")
 _OUTPUT_LINES_KEPT = 4000
 _LINE_CHARS_KEPT = 20_000
@@ -75,7 +61,7 @@ class Watch(NamedTuple):
 
 
 def auth_hint(preset: str) -> str:
-    return AUTH_HINTS.get(preset, "check the credentials your agent command uses (agent.env or .env)")
+    return presets.get(preset).auth_hint or presets.GENERIC_AUTH_HINT
 
 
 def executable_for(agent: AgentConfig) -> str | None:

@@ -21,9 +21,9 @@ from typing import Any
 from ccorch import pathkeys
 from ccorch.errors import UsageError
 from ccorch.pathkeys import path_field
+from ccorch.presets import PRESETS
 
 CONFIG_FILE = "orchestrator.config.json"
-PRESETS = ("claude", "codex", "aider", "gemini", "command", "demo")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 

@@ -21,9 +21,9 @@ from datetime import UTC, datetime, time, timedelta, timezone, tzinfo
 from typing import Any, Literal, NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-Kind = Literal["ok", "usage_limit", "transient", "auth", "context", "failed"]
+from ccorch.presets import PRESETS
 
-PRESETS = ("claude", "codex", "aider", "gemini", "command", "demo")
+Kind = Literal["ok", "usage_limit", "transient", "auth", "context", "failed"]
 
 
 class Classification(NamedTuple):

@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from ccorch import agents, files, git, limits, prompts, redact, review, transcript
+from ccorch import agents, files, git, limits, presets, prompts, redact, review, transcript
 from ccorch.config import AgentConfig, Config
 from ccorch.errors import OrchestratorError
 from ccorch.plan import Milestone
@@ -367,7 +367,6 @@ def _attempt(ctx: _Context, role: str, state: dict[str, Any], extra_env: Mapping
 
 # Claude: "No conversation found with session ID …"; Codex: "no rollout found for thread id …".
 _SESSION_MISSING = ("No conversation found with session ID", "no rollout found for thread id")
-RESUMABLE = ("claude", "codex")  # presets whose own session a later run continues
 
 
 def _pause(ctx: _Context, kind: limits.Classification) -> None:
@@ -378,7 +377,7 @@ def _pause(ctx: _Context, kind: limits.Classification) -> None:
 
 def _go_on(ctx: _Context, agent: AgentConfig, role: str, state: dict[str, Any], note: str) -> None:
     """The next run continues the agent's own session with `note`, or starts over with the task."""
-    resumable = agent.preset in RESUMABLE and role != "review" and bool(ctx.tally.session_id)
+    resumable = presets.get(agent.preset).resumes_session and role != "review" and bool(ctx.tally.session_id)
     state.update(prompt=note if resumable else state["task"], resume=resumable)
 
 
@@ -461,7 +460,7 @@ def _one_run(
         kind = limits.Classification("transient", None, f"{agent.preset} exited 0 without changing anything")
     report = limits.read_report(run.output)
     tally.add(report)
-    if agent.preset in RESUMABLE and role != "review" and report.session_id and not inv.session_id:
+    if presets.get(agent.preset).resumes_session and role != "review" and report.session_id and not inv.session_id:
         tally.session_id = report.session_id  # Codex names its session only once it runs
         state["resume"] = True
     s.emit(Progress(m.id, {"agent_pid": 0, "agent_started": 0.0, **tally.fields()}))
@@ -469,9 +468,9 @@ def _one_run(
 
 
 def _judged_by_git(agent: AgentConfig, role: str) -> bool:
-    # Aider exits 0 when it gives up on rate limits (captures/aider_429): when its output
+    # e.g. Aider exits 0 when it gives up on rate limits (captures/aider_429): when its output
     # does not say so, a run that changed nothing in git did not succeed either.
-    return agent.preset == "aider" and role in ("implement", "remediate")
+    return presets.get(agent.preset).judged_by_git and role in ("implement", "remediate")
 
 
 def _unchanged(ctx: _Context, head: str) -> bool:
