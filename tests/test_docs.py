@@ -3,6 +3,7 @@ setup.bat, the config keys, the `status --json` keys, metrics.json, notification
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import json
 import os
@@ -207,3 +208,31 @@ def test_notification_events_and_serve_paths_are_documented() -> None:
     serve = section("### HTTP status for other tools: serve")
     for path in server.PATHS:
         assert f"`GET {path}`" in serve
+
+
+def test_the_code_map_lists_every_module_top_to_bottom() -> None:
+    """README's "How the code is laid out": one line per module, each importing only modules below it."""
+    listed = re.findall(r"(?m)^(\S+\.py) {2,}\S", section("## How the code is laid out"))
+    out = subprocess.run(["git", "-C", str(REPO), "ls-files", "*.py"], capture_output=True, text=True, check=True)
+    modules = [f for f in out.stdout.split() if not f.startswith(("tests/", "bench/"))]
+    assert sorted(listed) == sorted(set(listed)), "a module is listed twice"
+    assert set(modules) - set(listed) == set(), "add a line for each to README's 'How the code is laid out'"
+    assert set(listed) - set(modules) == set(), "README's 'How the code is laid out' lists modules that are gone"
+    below = {name: set(listed[i + 1 :]) for i, name in enumerate(listed)}
+    upward = [f"{f} imports {t}" for f in listed for t in _project_imports(f, listed) if t not in below[f]]
+    assert upward == [], "move the importer above what it imports in README's map (or the import down a layer)"
+
+
+def _project_imports(path: str, files: list[str]) -> set[str]:
+    by_module = {f[:-3].replace("/", ".").removesuffix(".__init__"): f for f in files}
+    module = path[:-3].replace("/", ".").removesuffix(".__init__")
+    found = set()
+    for node in ast.walk(ast.parse((REPO / path).read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            names = [node.module or "", *(f"{node.module}.{a.name}" for a in node.names)]
+        else:
+            continue
+        found |= {by_module[n] for n in names if n in by_module and n != module}
+    return found
