@@ -171,7 +171,7 @@ class Parts(NamedTuple):
     @classmethod
     def make(cls, project: Project, stops: StopControl, tasks_ours: Callable[[Path], bool]) -> Parts:
         root, cfg = project.root, project.config
-        dotenv = preflight.read_env(root)  # strict: a line that does not load is exit 2
+        dotenv = envfile.read_dotenv(root)  # strict: a line that does not load is exit 2
         redactor = redact.Redactor.from_environment(os.environ, dotenv)
         redact.install(redactor)
         base = preflight.base_branch(root, cfg)

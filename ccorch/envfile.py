@@ -6,15 +6,50 @@ import io
 import os
 from pathlib import Path
 
+from dotenv import dotenv_values
+from dotenv.parser import parse_stream
+
 from ccorch import redact
 from ccorch.errors import UsageError
 
+ENV_FILE = ".env"
+
 
 def read_dotenv(root: Path) -> dict[str, str]:
-    """The `.env` values the agents get; UsageError naming the line that does not load."""
-    from ccorch import preflight
+    """The `.env` values the agents get, or UsageError naming `.env` and the line that would not load.
 
-    return preflight.read_env(root)
+    python-dotenv skips a line it cannot parse with a log message nobody reads; a key that
+    silently fails to load becomes an authentication failure hours later."""
+    path = root / ENV_FILE
+    if not path.exists() and not path.is_symlink():
+        return {}
+    text = _env_text(path)
+    for binding in parse_stream(io.StringIO(text)):
+        if binding.error:
+            line = binding.original.string.splitlines()[0][:40] if binding.original.string.strip() else ""
+            raise UsageError(
+                f"{ENV_FILE}:{binding.original.line}: cannot read this line ({line!r}): write NAME=value, "
+                "quote a value holding spaces or #, or start the line with # to make it a comment"
+            )
+    values = {k: v for k, v in dotenv_values(stream=io.StringIO(text)).items() if v is not None}
+    for key, value in values.items():
+        if "\x00" in key + value:  # the agent could not be started with it in its environment
+            raise UsageError(f"{ENV_FILE}: the value of {key} holds a NUL character: remove it")
+    return values
+
+
+def _env_text(path: Path) -> str:
+    if path.is_dir():
+        raise UsageError(f"{ENV_FILE} is a directory: the runner reads NAME=value lines from a file there")
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise UsageError(f"cannot read {ENV_FILE}: {e.strerror}") from None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise UsageError(f"{ENV_FILE}:{line}: not valid UTF-8 (byte 0x{raw[e.start]:02x}): save it as UTF-8") from None
 
 
 def redactor_for(start: Path) -> redact.Redactor:
@@ -37,8 +72,6 @@ def _dotenv_values(root: Path) -> dict[str, str]:
 
 
 def _loadable_lines(path: Path) -> dict[str, str]:
-    from dotenv.parser import parse_stream
-
     try:
         text = path.read_bytes().decode("utf-8-sig", "replace")
     except OSError:

@@ -7,19 +7,17 @@ problems, all at once, that `run` refuses to start with.
 
 from __future__ import annotations
 
-import io
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NamedTuple, TypeVar
 
-from ccorch import git, pathkeys
+from ccorch import envfile, git, pathkeys
 from ccorch.config import Config
 from ccorch.errors import OrchestratorError, UsageError
 from ccorch.plan import Milestone, Plan, milestone_id_problem
 from ccorch.state import STATE_DIR, StateStore
 
-ENV_FILE = ".env"
 T = TypeVar("T")
 
 
@@ -38,7 +36,7 @@ def problems(
 
     `config` is None when the config file itself has problems: what depends on it is not checked."""
     found: list[str] = []
-    _collect(found, lambda: read_env(root))
+    _collect(found, lambda: envfile.read_dotenv(root))
     base = _collect(found, lambda: base_branch(root, config or Config()))
     if config is not None:
         found += output_problems(root, config) + tracked_problems(root, config)
@@ -57,49 +55,6 @@ def _collect(found: list[str], check: Callable[[], T]) -> T | None:
     except UsageError as e:
         found.append(str(e))
         return None
-
-
-# ---------------------------------------------------------------- .env
-
-
-def read_env(root: Path) -> dict[str, str]:
-    """The `.env` values, or UsageError naming `.env` and the line that would not load.
-
-    python-dotenv skips a line it cannot parse with a log message nobody reads; a key that
-    silently fails to load becomes an authentication failure hours later."""
-    from dotenv import dotenv_values
-    from dotenv.parser import parse_stream
-
-    path = root / ENV_FILE
-    if not path.exists() and not path.is_symlink():
-        return {}
-    text = _env_text(path)
-    for binding in parse_stream(io.StringIO(text)):
-        if binding.error:
-            line = binding.original.string.splitlines()[0][:40] if binding.original.string.strip() else ""
-            raise UsageError(
-                f"{ENV_FILE}:{binding.original.line}: cannot read this line ({line!r}): write NAME=value, "
-                "quote a value holding spaces or #, or start the line with # to make it a comment"
-            )
-    values = {k: v for k, v in dotenv_values(stream=io.StringIO(text)).items() if v is not None}
-    for key, value in values.items():
-        if "\x00" in key + value:  # the agent could not be started with it in its environment
-            raise UsageError(f"{ENV_FILE}: the value of {key} holds a NUL character: remove it")
-    return values
-
-
-def _env_text(path: Path) -> str:
-    if path.is_dir():
-        raise UsageError(f"{ENV_FILE} is a directory: the runner reads NAME=value lines from a file there")
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise UsageError(f"cannot read {ENV_FILE}: {e.strerror}") from None
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
-        raise UsageError(f"{ENV_FILE}:{line}: not valid UTF-8 (byte 0x{raw[e.start]:02x}): save it as UTF-8") from None
 
 
 # ---------------------------------------------------------------- where the runner writes
