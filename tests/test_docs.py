@@ -236,3 +236,17 @@ def _project_imports(path: str, files: list[str]) -> set[str]:
             continue
         found |= {by_module[n] for n in names if n in by_module and n != module}
     return found
+
+
+def test_the_promises_cite_tests_that_exist() -> None:
+    """'What the runner will never do' names the tests that prove each promise: each must exist."""
+    text = section("## What the runner will never do")
+    promises = ("Delete outside its folders", "Commit a secret", "Overwrite your TASKS.md", "Touch your uncommitted")
+    for promise in promises:
+        assert f"**{promise}" in text, promise
+    files = set(re.findall(r"tests/\w+\.py", text))
+    sources = [(REPO / f).read_text() for f in files]  # a cited file that is missing fails here
+    cited = re.findall(r"`(test_\w+)`", text)
+    assert len(cited) >= 10
+    missing = [name for name in cited if not any(re.search(rf"^def {name}\(", s, re.MULTILINE) for s in sources)]
+    assert not missing, f"README cites tests that do not exist: {missing}"
