@@ -274,6 +274,7 @@ class WorktreeManager:
         tasks_file: str,
         tasks_ours: Callable[[Path], bool] = lambda _checkout: True,
         owned: Ownership | None = None,
+        teardown: Callable[[str, Path], None] | None = None,  # (id, worktree): worktree.teardown
     ) -> None:
         self.root = root
         self.dir = worktree_dir
@@ -281,6 +282,7 @@ class WorktreeManager:
         self.tasks_file = tasks_file
         self.tasks_ours = tasks_ours  # False when the user has edited the generated file in that checkout
         self.owned = owned or Ownership(root)
+        self._teardown = teardown
         self._lock = threading.Lock()
 
     @staticmethod
@@ -351,19 +353,28 @@ class WorktreeManager:
     def remove(self, milestone_id: str, delete_branch: bool) -> None:
         path, branch = self.path_for(milestone_id), self.branch_for(milestone_id)
         if git.worktree_of_branch(self.root, branch) is not None:
+            self._tear_down(milestone_id, path)
             self._remove_worktree(path)
         merged = git.branch_exists(self.root, branch) and git.is_ancestor(self.root, branch, self.base_branch)
         if delete_branch and merged and self.owns_branch(branch):
             self._delete_branch(branch)  # ours, and on the base branch already: nothing is lost
+
+    def _tear_down(self, name: str, path: Path) -> None:
+        if self._teardown is not None and path.is_dir():
+            self._teardown(name, path)
 
     def integrate(
         self,
         items: Sequence[tuple[str, str]],
         validate: Callable[[Path], str | None],
         resolve: Resolver | None,
+        prepare: Callable[[Path], str | None] | None = None,
     ) -> Integration:
-        """Merge the branches in id order in a throwaway worktree; validate after each merge."""
+        """Merge the branches in id order in a throwaway worktree made ready by `prepare`; validate each merge."""
         path = self._fresh_integration_worktree()
+        unprepared = prepare(path) if prepare else None
+        if unprepared:
+            return Integration(False, "", {}, f"the integration worktree could not be set up: {unprepared}")
         merges: dict[str, str] = {}
         notes: list[str] = []
         for milestone_id, title in items:
@@ -404,6 +415,7 @@ class WorktreeManager:
     def _fresh_integration_worktree(self) -> Path:
         path = self.dir / "_integration"
         if git.worktree_of_branch(self.root, self.INTEGRATION_BRANCH) is not None:
+            self._tear_down("_integration", path)
             self._remove_worktree(path)
         git.prune_worktrees(self.root)
         if path.exists():
@@ -421,6 +433,7 @@ class WorktreeManager:
 
     def drop_integration(self) -> None:
         if git.worktree_of_branch(self.root, self.INTEGRATION_BRANCH) is not None:
+            self._tear_down("_integration", self.integration_path)
             self._remove_worktree(self.integration_path)
         if git.branch_exists(self.root, self.INTEGRATION_BRANCH):
             self._delete_branch(self.INTEGRATION_BRANCH)
@@ -548,27 +561,29 @@ class MilestoneValidator:
         self._env = env
         self._redactor = redactor
 
-    def run_checks(self, checks: Sequence[Check], cwd: Path) -> Verdict:
-        results = [self._shell(c.command, cwd) for c in checks if c.command]
+    # `task_env`: the task's own variables (ORCHESTRATOR_PORT_BASE, ORCHESTRATOR_TASK_SLUG).
+    def run_checks(self, checks: Sequence[Check], cwd: Path, task_env: Mapping[str, str] = {}) -> Verdict:
+        results = [self._shell(c.command, cwd, task_env) for c in checks if c.command]
         return Verdict(all(r.ok for r in results), tuple(results))
 
-    def after_agent(self, m: Milestone, cwd: Path, base: str) -> Verdict:
-        results = [self._shell(c.command, cwd) for c in m.exit_criteria if c.command]
+    def after_agent(self, m: Milestone, cwd: Path, base: str, task_env: Mapping[str, str] = {}) -> Verdict:
+        results = [self._shell(c.command, cwd, task_env) for c in m.exit_criteria if c.command]
         for command in (self._config.test_command, self._config.lint_command):
             if command:
-                results.append(self._shell(command, cwd))
+                results.append(self._shell(command, cwd, task_env))
         results += self._quality(m, cwd, base)
         return Verdict(all(r.ok for r in results), tuple(results))
 
-    def merged(self, cwd: Path) -> str | None:
+    def merged(self, cwd: Path, task_env: Mapping[str, str] = {}) -> str | None:
         if not self._config.test_command:
             return None
-        result = self._shell(self._config.test_command, cwd)
+        result = self._shell(self._config.test_command, cwd, task_env)
         return None if result.ok else f"`{result.name}` failed:\n{result.output[-3000:]}"
 
-    def _shell(self, command: str | None, cwd: Path) -> CheckResult:
+    def _shell(self, command: str | None, cwd: Path, task_env: Mapping[str, str]) -> CheckResult:
         assert command
-        out = proc.run_shell_check(command, cwd=cwd, env=self._env, timeout=self._config.timeout_minutes * 60)
+        env = {**self._env, **task_env}
+        out = proc.run_shell_check(command, cwd=cwd, env=env, timeout=self._config.timeout_minutes * 60)
         return CheckResult(command, out.returncode == 0, self._redact(out.stdout + out.stderr)[-8000:])
 
     def _redact(self, text: str) -> str:

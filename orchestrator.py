@@ -37,6 +37,7 @@ from ccorch import (
     supervise,
     tasksfile,
     template,
+    worktree_prep,
 )
 from ccorch.cli import build_parser, normalise
 from ccorch.errors import (
@@ -55,7 +56,7 @@ from ccorch.pipeline import Job, MilestoneResult, Progress, Services, run_milest
 from ccorch.plan import Milestone
 from ccorch.project import Project, check_project, load_project
 from ccorch.reporter import Reporter, clock, say, setup_logging
-from ccorch.state import STATE_DIR, MilestoneState, Ownership, StateStore
+from ccorch.state import STATE_DIR, MilestoneState, Ownership, StateStore, update
 from ccorch.stops import StopControl
 
 HERE = Path(__file__).resolve().parent
@@ -169,7 +170,13 @@ class Parts(NamedTuple):
     agent_env: dict[str, str]
 
     @classmethod
-    def make(cls, project: Project, stops: StopControl, tasks_ours: Callable[[Path], bool]) -> Parts:
+    def make(
+        cls,
+        project: Project,
+        stops: StopControl,
+        tasks_ours: Callable[[Path], bool],
+        teardown: Callable[[str, Path], None] | None = None,  # worktree.teardown, before a worktree goes
+    ) -> Parts:
         root, cfg = project.root, project.config
         dotenv = envfile.read_dotenv(root)  # strict: a line that does not load is exit 2
         redactor = redact.Redactor.from_environment(os.environ, dotenv)
@@ -178,7 +185,7 @@ class Parts(NamedTuple):
         owned = Ownership(root)  # what this runner makes; `clean` touches nothing else
         env = {**os.environ, **dotenv}
         return cls(
-            worktrees=WorktreeManager(root, root / cfg.worktree_dir, base, cfg.tasks_file, tasks_ours, owned),
+            worktrees=WorktreeManager(root, root / cfg.worktree_dir, base, cfg.tasks_file, tasks_ours, owned, teardown),
             rate_limits=RateLimitManager(cfg, sleep=stops.wait),
             monitor=SystemMonitor(cfg.monitor, root, sleep=stops.wait),
             notifier=Notifier(cfg.notify, root),
@@ -199,8 +206,12 @@ class Runner:
         self.log_dir = self.root / self.cfg.logging.log_dir
         self.stops = StopControl(self.state_dir / "control", say)
         self.events: queue.Queue[object] = queue.Queue()
-        self.parts = parts or Parts.make(project, self.stops, lambda checkout: self.reporter.tasks.is_ours(checkout))
+        tasks_ours = lambda checkout: self.reporter.tasks.is_ours(checkout)  # noqa: E731
+        self.parts = parts or Parts.make(project, self.stops, tasks_ours, self._teardown)
         self.worktrees = self.parts.worktrees
+        self.preparer = worktree_prep.Preparer(
+            self.root, self.cfg.worktree, project.config_file, self.parts.agent_env, self.log_dir, self._records
+        )
         self.announcer = Announcer(self.parts.notifier)
         self.reporter: Reporter
         self._fatal: MilestoneResult | None = None  # an auth failure: every task stops
@@ -287,10 +298,11 @@ class Runner:
         todo = [m for m in milestones if m not in finished]
         names = ", ".join(m.id for m in milestones)
         say(f"stage {stage}: {names}" + (f" ({', '.join(m.id for m in finished)} already done)" if finished else ""))
-        jobs = [
-            Job(m, base, records.get(m.id), self.args.resume or bool(records.get(m.id) and records[m.id].branch))
-            for m in todo
-        ]
+        own = worktree_prep.for_tasks(records, [m.id for m in todo], self.cfg.worktree)  # port blocks and slugs
+        record = self.reporter.record
+        self.reporter.store.put(*(update(record(m.id), port_base=own[m.id].port_base) for m in todo))  # kept on resume
+        reuse = {m.id: self.args.resume or bool(records.get(m.id) and records[m.id].branch) for m in todo}
+        jobs = [Job(m, base, records.get(m.id), reuse[m.id], own[m.id]) for m in todo]
         results = tuple(self._run_jobs(jobs))
         if self._fatal is not None:
             return StageResult(stage, self._cannot_authenticate(stage, self._fatal), results)
@@ -305,7 +317,8 @@ class Runner:
                 "Fix and run again (finished milestones are not redone)."
             )
             return StageResult(stage, self.reporter.fail(f"stage {stage} not merged", said), results)
-        merger = StageMerger(self._services(), self.reporter, self.stops, self._cleanup)
+        preparer = self.preparer._replace(stop=self.stops.event)
+        merger = StageMerger(self._services(), self.reporter, self.stops, self._cleanup, preparer)
         return StageResult(stage, merger.merge(stage, milestones), results)
 
     def _already_done(self, rec: MilestoneState | None) -> bool:
@@ -397,6 +410,7 @@ class Runner:
             stop_for=self.stops.for_milestone,
             emit=self._emit,
             clock=time.time,
+            config_file=self.p.config_file,
         )
 
     def _emit(self, event: object) -> None:
@@ -404,6 +418,15 @@ class Runner:
         if isinstance(event, Progress) and "agent_pid" in event.changes:
             self.stops.note_agent(event.milestone_id, event.changes["agent_pid"])
         self.events.put(event)
+
+    def _records(self) -> dict[str, MilestoneState]:
+        return self.reporter.store.milestones()
+
+    def _teardown(self, name: str, path: Path) -> None:
+        """worktree.teardown before a worktree is removed; a failure is logged, never fatal."""
+        failure = self.preparer.teardown(name, path)
+        if failure:
+            say(f"  {name}: {failure.splitlines()[0]}")
 
     def _cleanup(self, milestones: list[Milestone]) -> None:
         if not self.cfg.keep_worktrees:

@@ -15,12 +15,24 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
-from ccorch import agents, dashboard, files, git, prompts, redact, render, safe_delete, server, transcript
+from ccorch import (
+    agents,
+    dashboard,
+    files,
+    git,
+    prompts,
+    redact,
+    render,
+    safe_delete,
+    server,
+    transcript,
+    worktree_prep,
+)
 from ccorch.cli import program_name
 from ccorch.config import CONFIG_FILE, config_path, load_config
 from ccorch.errors import EXIT_OK, EXIT_USAGE, OrchestratorError, UsageError
 from ccorch.lock import RunLock, holder_alive, read_holder
-from ccorch.plan import Plan, load_plan, milestone_id_problem
+from ccorch.plan import load_plan, milestone_id_problem
 from ccorch.state import STATE_DIR, MilestoneState, Ownership, RunState, StateStore, update
 
 HERE = Path(__file__).resolve().parent.parent
@@ -34,19 +46,21 @@ class _View:
     def __init__(self, args: argparse.Namespace) -> None:
         self.root = git.find_root(Path(getattr(args, "project", None) or ".").resolve())
         explicit = bool(args.config or os.environ.get("ORCHESTRATOR_CONFIG"))
-        self.config = load_config(config_path(self.root, args.config, os.environ), os.environ, explicit)
+        self.config_file = config_path(self.root, args.config, os.environ)
+        self.config = load_config(self.config_file, os.environ, explicit)
         self.plan, self.problems = load_plan(self.root / self.config.milestones_dir, self.root)
 
-    def snapshot(self) -> render.Snapshot:
+    def records(self) -> tuple[dict[str, MilestoneState], RunState]:
         store = StateStore.open(self.root, readonly=True)
-        records: dict[str, MilestoneState] = {}
-        run = RunState()
-        if store is not None:
-            try:
-                records, run = store.milestones(), store.run()
-            finally:
-                store.close()
-        records = self._with_git_truth(records)
+        if store is None:
+            return {}, RunState()
+        try:
+            return self._with_git_truth(store.milestones()), store.run()
+        finally:
+            store.close()
+
+    def snapshot(self) -> render.Snapshot:
+        records, run = self.records()
         if run.status == "running" and not _runner_alive(self.root):
             run = dataclasses.replace(run, status="interrupted")
         if run.status != "running":
@@ -95,7 +109,7 @@ def clean(args: argparse.Namespace) -> int:
     wt_dir = view.root / view.config.worktree_dir
     plan = _clean_plan(view.root, base, wt_dir, args.force)
     if not args.dry_run:
-        plan = _carry_out(view.root, plan, wt_dir)
+        plan = _carry_out(view.root, plan, wt_dir, lambda branch, path: _tear_down(view, branch, path))
         git.prune_worktrees(view.root)
     _print_clean(plan, args.dry_run)
     if args.state and not args.dry_run:
@@ -133,7 +147,7 @@ def _clean_plan(root: Path, base: str, wt_dir: Path, force: bool) -> _Cleaning:
     return plan
 
 
-def _carry_out(root: Path, plan: _Cleaning, wt_dir: Path) -> _Cleaning:
+def _carry_out(root: Path, plan: _Cleaning, wt_dir: Path, tear_down: Callable[[str, Path], None]) -> _Cleaning:
     """Remove what the plan says; a git refusal keeps that branch (with git's reason), never a traceback."""
     owned = Ownership(root)
     removed: list[tuple[str, Path | None]] = []
@@ -141,6 +155,7 @@ def _carry_out(root: Path, plan: _Cleaning, wt_dir: Path) -> _Cleaning:
     for branch, path in plan.remove:
         try:
             if path is not None:
+                tear_down(branch, path)  # worktree.teardown, before the worktree goes
                 safe_delete.remove_worktree(root, path, allowed_under=wt_dir)
                 owned.drop("worktree", str(path.resolve()))
             git.delete_branch(root, branch, force=True)
@@ -159,6 +174,23 @@ def _print_clean(plan: _Cleaning, dry_run: bool) -> None:
         print(f"kept: {line}")
     if plan.not_ours:
         print(f"not ours, kept: {', '.join(plan.not_ours)} (the runner did not make them)")
+
+
+def _tear_down(view: _View, branch: str, path: Path) -> None:
+    """worktree.teardown, in the task's environment, before its worktree goes; a failure is reported."""
+    from ccorch.envfile import read_dotenv
+
+    if not view.config.worktree.teardown:
+        return
+    name = worktree_prep.INTEGRATION if branch.startswith("orchestrator/") else branch.rsplit("/", 1)[-1]
+    secrets = read_dotenv(view.root)
+    log_dir = view.root / view.config.logging.log_dir
+    preparer = worktree_prep.Preparer(
+        view.root, view.config.worktree, view.config_file, {**os.environ, **secrets}, log_dir, lambda: view.records()[0]
+    )
+    failure = preparer.teardown(name, path)
+    if failure:
+        print(f"{name}: {failure}", file=sys.stderr)
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -221,7 +253,7 @@ def plan(args: argparse.Namespace) -> int:
         print(f"problem: {problem}", file=sys.stderr)
     wanted = getattr(args, "milestone", None)
     if wanted:
-        return _print_prompt(view.plan, wanted, view.root / view.config.worktree_dir / wanted)
+        return _print_prompt(view, wanted)
     print("\n".join(_plan_lines(view)))
     return EXIT_USAGE if view.problems else EXIT_OK
 
@@ -276,12 +308,27 @@ def _sample_argv(view: _View) -> tuple[str, ...]:
     return tuple("<new uuid>" if a == inv.session_id else a for a in inv.argv)
 
 
-def _print_prompt(plan: Plan, milestone_id: str, worktree: Path) -> int:
+def _print_prompt(view: _View, milestone_id: str) -> int:
+    plan, worktree = view.plan, view.root / view.config.worktree_dir / milestone_id
     m = plan.get(milestone_id)
     if m is None:
         raise UsageError(f"no milestone {milestone_id} in the plan (have: {', '.join(x.id for x in plan.milestones)})")
-    sys.stdout.write(prompts.implement(m, str(worktree)))  # exactly what the agent gets on stdin
+    setting = _isolation(view, m.stage, milestone_id).note()
+    sys.stdout.write(prompts.implement(m, str(worktree), setting=setting))  # exactly what the agent gets on stdin
     return EXIT_OK
+
+
+def _isolation(view: _View, stage: int, milestone_id: str) -> worktree_prep.Isolation:
+    """The port block and slug the milestone has, or gets when its stage runs next (as the runner assigns them)."""
+    records, _ = view.records()
+    recorded = records.get(milestone_id)
+    if recorded is not None and recorded.port_base:
+        return worktree_prep.isolation(milestone_id, recorded.port_base, view.config.worktree)
+    todo = [m.id for m in view.plan.in_stage(stage) if m.id not in records or records[m.id].status != "merged"]
+    if milestone_id not in todo:
+        todo.append(milestone_id)
+    ports = worktree_prep.assign_ports(worktree_prep.held_ports(records), todo, view.config.worktree)
+    return worktree_prep.isolation(milestone_id, ports[milestone_id], view.config.worktree)
 
 
 def logs(args: argparse.Namespace) -> int:

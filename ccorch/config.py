@@ -100,6 +100,20 @@ class DraftConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class WorktreeConfig:
+    """How each new worktree is made ready to build and test (ccorch/worktree_prep.py)."""
+
+    copy: tuple[str, ...] = ()  # git patterns of ignored files to copy (besides .worktreeinclude)
+    link: tuple[str, ...] = ()  # folders of the main checkout to symlink, e.g. node_modules
+    link_if_unchanged: tuple[str, ...] = ()  # lockfiles: link only while they match the main checkout's
+    setup: tuple[tuple[str, ...], ...] = ()  # argv lists, run in order in each new worktree
+    teardown: tuple[tuple[str, ...], ...] = ()  # argv lists, run before a worktree is removed
+    timeout_minutes: float = 30  # for each setup or teardown command
+    ports_per_task: int = 10
+    port_range_start: int = 20000
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     max_parallel_tasks: int = 4
     claude_rate_limit_wait: float = 300
@@ -119,6 +133,7 @@ class Config:
     notify: NotifyConfig = NotifyConfig()
     recovery: RecoveryConfig = RecoveryConfig()
     draft: DraftConfig = DraftConfig()
+    worktree: WorktreeConfig = WorktreeConfig()
 
 
 class ConfigError(UsageError):
@@ -151,6 +166,9 @@ RANGES: dict[str, tuple[float, float]] = {
     "monitor.interval_seconds": (0.1, 3600),
     "recovery.max_attempts": (0, 50),
     "draft.max_rounds": (1, 50),
+    "worktree.timeout_minutes": (0.01, 7 * _DAY_MINUTES),
+    "worktree.ports_per_task": (1, 1000),
+    "worktree.port_range_start": (1024, 65535),  # above 1023: no privileges needed
 }
 _AGENT_RANGES = {"timeout_minutes": (0.01, 7 * _DAY_MINUTES), "idle_timeout_minutes": (0.01, 7 * _DAY_MINUTES)}
 
@@ -301,6 +319,8 @@ def _convert(hint: Any, value: Any, key: str, ctx: _Context) -> Any:
         return _convert(inner, value, key, ctx)
     if dataclasses.is_dataclass(hint):
         return _build(typing.cast(type[Any], hint), value, f"{key}.", ctx)
+    if origin is tuple and args and typing.get_origin(args[0]) is tuple:
+        return _argv_lists(value, key, ctx)
     expected = _expected(hint, origin, value)
     if expected:
         ctx.add(f"`{key}` must be {expected}, not {_shown(value)}")
@@ -338,6 +358,22 @@ def _clean_text(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return "\x00" not in text
+
+
+def _argv_lists(value: Any, key: str, ctx: _Context) -> Any:
+    """Commands as argv lists, never a shell string: [["npm", "ci"], ["npm", "run", "build"]]."""
+    example = '[["npm", "ci"]] (for a shell line: [["sh", "-c", "…"]])'
+    if not isinstance(value, list):
+        ctx.add(f"`{key}` must be a list of argv lists, e.g. {example}, not {_shown(value)}")
+        return _BAD
+    bad = [n for n, argv in enumerate(value) if not _is_argv(argv)]
+    for n in bad:
+        ctx.add(f"`{key}[{n}]` must be an argv list of non-empty strings, e.g. {example}, not {_shown(value[n])}")
+    return _BAD if bad else tuple(tuple(argv) for argv in value)
+
+
+def _is_argv(argv: Any) -> bool:
+    return isinstance(argv, list) and bool(argv) and all(isinstance(a, str) and a and _clean_text(a) for a in argv)
 
 
 def _env_pair(name: str, value: Any) -> bool:
@@ -409,6 +445,11 @@ def _other_checks(config: Config) -> list[tuple[str, bool, str]]:
     return [
         ("logging.level", config.logging.level.upper() in LOG_LEVELS, f"one of {', '.join(LOG_LEVELS)}"),
         ("notify.command", config.notify.command != (), 'a non-empty argv list, e.g. ["notify.sh"], or null'),
+        (
+            "worktree.port_range_start",
+            config.worktree.port_range_start + config.worktree.ports_per_task - 1 <= 65535,
+            "low enough for a whole block of worktree.ports_per_task ports below 65536",
+        ),
         (
             "rate_limit.backoff_max_seconds",
             config.rate_limit.backoff_max_seconds >= config.rate_limit.backoff_initial_seconds,

@@ -26,8 +26,8 @@ class Worktree(NamedTuple):
     locked: str | None = None  # the lock reason ("" without one), None when not locked
 
 
-def git(cwd: Path, *args: str, check: bool = True, timeout: float = 120) -> proc.Output:
-    return proc.run(("git", *args), cwd=cwd, env=_env(cwd), timeout=timeout, check=check)
+def git(cwd: Path, *args: str, check: bool = True, timeout: float = 120, stdin: str | None = None) -> proc.Output:
+    return proc.run(("git", *args), cwd=cwd, env=_env(cwd), timeout=timeout, check=check, stdin=stdin)
 
 
 def _env(cwd: Path) -> dict[str, str]:

@@ -11,25 +11,26 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ccorch import faults, git, prompts, render
+from ccorch import faults, git, prompts, render, worktree_prep
 from ccorch.errors import EXIT_OK
 from ccorch.pipeline import Paused, Services, _Context, _log_line, _run_role, _Tally
 from ccorch.plan import Milestone
 from ccorch.reporter import Reporter
 from ccorch.state import MilestoneState, update
 from ccorch.stops import StopControl
+from ccorch.worktree_prep import Isolation, Preparer
 
 if TYPE_CHECKING:
     from advanced import Integration
 
 
-def make_resolver(s: Services, stage: int, milestones: Sequence[Milestone]):  # type: ignore[no-untyped-def]
+def make_resolver(s: Services, stage: int, milestones: Sequence[Milestone], isolation: Isolation | None = None):  # type: ignore[no-untyped-def]
     """A callable for WorktreeManager.integrate: (worktree, conflicted, failure) -> resolved?"""
     quiet = s._replace(emit=_only_pauses(s))
     stand_in = milestones[0]._replace(id=f"stage{stage}-resolve", title=f"integrate stage {stage}")
 
     def resolve(path: Path, conflicted: Sequence[str], failure: str) -> bool:
-        ctx = _Context(quiet, stand_in, path, git.rev_parse(path, "HEAD") or "", _Tally())
+        ctx = _Context(quiet, stand_in, path, git.rev_parse(path, "HEAD") or "", _Tally(), isolation)
         prompt = prompts.resolve(stage, conflicted, milestones, str(path), failure)
         outcome = _run_role(ctx, "resolve", prompt, resume_session=False)
         held = s.validator.secrets_in_worktree(path) if outcome.kind == "ok" else None
@@ -77,8 +78,14 @@ class StageMerger:
     """One stage's integration; returns the run's exit code (EXIT_OK when the base branch moved)."""
 
     def __init__(
-        self, services: Services, reporter: Reporter, stops: StopControl, tidy: Callable[[list[Milestone]], None]
+        self,
+        services: Services,
+        reporter: Reporter,
+        stops: StopControl,
+        tidy: Callable[[list[Milestone]], None],
+        preparer: Preparer,  # copy, link and setup of the integration worktree, in its environment
     ):
+        self.preparer = preparer
         self.s = services
         self.cfg = services.config
         self.worktrees = services.worktrees
@@ -88,14 +95,15 @@ class StageMerger:
 
     def merge(self, stage: int, milestones: list[Milestone]) -> int:
         self.reporter.say(f"stage {stage}: merging {', '.join(m.id for m in milestones)}")
-        resolver = make_resolver(self.s, stage, milestones)
+        resolver = make_resolver(self.s, stage, milestones, self.preparer.isolation())
         old = self.worktrees.base_commit()
         short = self._wait_for_disk()
         if short and self.stops.is_set():
             self.reporter.interrupted(self.s.root)
         if short:
             return self.reporter.fail(f"stage {stage} not merged: {short}; free some space, then run again")
-        result = self.worktrees.integrate([(m.id, m.title) for m in milestones], self._after_merge, resolver)
+        items, prep = [(m.id, m.title) for m in milestones], self.preparer.integration()
+        result = self.worktrees.integrate(items, self._after_merge, resolver, lambda p: worktree_prep.prepare(prep, p))
         if self.stops.is_set():  # nothing has moved yet: drop the half-done integration, resume redoes it
             self.worktrees.drop_integration()
             self.reporter.interrupted(self.s.root)
@@ -132,7 +140,8 @@ class StageMerger:
         faults.hit("merge")
         if self.stops.is_set():
             return "stopped by the user"
-        return self.s.validator.merged(path)
+        prep = self.preparer.integration()  # a lockfile a milestone changed gets a fresh install here too
+        return worktree_prep.refresh_links(prep, path) or self.s.validator.merged(path, dict(prep.env))
 
     def _mark_merged(self, milestones: list[Milestone], merges: dict[str, str]) -> dict[str, MilestoneState]:
         record = self.reporter.record

@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from ccorch import agents, files, git, limits, presets, prompts, redact, review, transcript
+from ccorch import agents, files, git, limits, presets, prompts, redact, review, transcript, worktree_prep
 from ccorch.config import AgentConfig, Config
 from ccorch.errors import OrchestratorError
 from ccorch.plan import Milestone
@@ -54,6 +54,7 @@ class Services(NamedTuple):
     stop_for: Callable[[str], threading.Event]  # set on a global stop or `stop <ID>`
     emit: Callable[[object], None]
     clock: Callable[[], float]
+    config_file: Path = Path("orchestrator.config.json")  # named in messages about the config
 
 
 class Job(NamedTuple):
@@ -61,6 +62,7 @@ class Job(NamedTuple):
     base: str
     previous: MilestoneState | None
     reuse_branch: bool
+    isolation: worktree_prep.Isolation | None = None  # its port block and slug
 
 
 class MilestoneResult(NamedTuple):
@@ -113,6 +115,16 @@ class _Context(NamedTuple):
     path: Path
     base: str
     tally: _Tally
+    isolation: worktree_prep.Isolation | None = None
+
+    @property
+    def task_env(self) -> dict[str, str]:
+        return self.isolation.env() if self.isolation else {}
+
+    @property
+    def setting(self) -> str:
+        """The prompt's note on the task's own ports and slug."""
+        return self.isolation.note() if self.isolation else ""
 
 
 def run_milestone(s: Services, job: Job) -> MilestoneResult:
@@ -143,13 +155,32 @@ def run_milestone(s: Services, job: Job) -> MilestoneResult:
     except OrchestratorError as e:
         return MilestoneResult(m.id, "blocked", str(e))
     s.emit(Progress(m.id, {"branch": s.worktrees.branch_for(m.id), "worktree": str(path)}))
-    ctx = _Context(s, m, path, job.base, tally)
-    entry = s.validator.run_checks(m.entry, path)
+    ctx = _Context(s, m, path, job.base, tally, job.isolation)
+    if s.config.worktree.setup:
+        s.emit(Progress(m.id, {"role": "setup"}))
+    unprepared = worktree_prep.prepare(prep_for(ctx), path)
+    if unprepared:
+        stopped = s.stop_for(m.id).is_set()
+        return MilestoneResult(m.id, "interrupted" if stopped else "blocked", unprepared)
+    entry = s.validator.run_checks(m.entry, path, ctx.task_env)
     if not entry.ok:
         return MilestoneResult(
             m.id, "blocked", "entry requirements not met: " + entry.summary() + "\n" + entry.failure_output()
         )
     return _implement_and_review(ctx, prev)
+
+
+def prep_for(ctx: _Context) -> worktree_prep.Prep:
+    """Copy, link, setup and teardown of this task's worktree, in its environment, logged to its log."""
+    s = ctx.s
+    return worktree_prep.Prep(
+        s.root,
+        s.config.worktree,
+        s.config_file,
+        {**s.agent_env, **ctx.task_env},
+        s.log_dir / f"{ctx.m.id}.log",
+        s.stop_for(ctx.m.id),
+    )
 
 
 def _implement_and_review(ctx: _Context, previous: MilestoneState | None) -> MilestoneResult:
@@ -160,7 +191,9 @@ def _implement_and_review(ctx: _Context, previous: MilestoneState | None) -> Mil
         return _review_rounds(ctx, head, None)  # interrupted after its commit: go on with checks and review
     already = git.changed_between(ctx.path, ctx.base, "HEAD") + git.status_paths(ctx.path)
     note = prompts.resume_note("resumed run", already) if already else ""
-    outcome = _run_role(ctx, "implement", prompts.implement(m, str(ctx.path), note), resume_session=bool(already))
+    outcome = _run_role(
+        ctx, "implement", prompts.implement(m, str(ctx.path), note, ctx.setting), resume_session=bool(already)
+    )
     if outcome.kind != "ok":
         return _failure(ctx, outcome)
     if not git.changed_between(ctx.path, ctx.base, "HEAD") and not git.status_paths(ctx.path):
@@ -198,7 +231,7 @@ def _review_rounds(ctx: _Context, commit: str, pending: _Pending | None) -> Mile
                 return MilestoneResult(m.id, "done", "", commit)
         if round_no == rounds:
             return _unfixed(m, verdict, findings, rounds)
-        prompt = prompts.remediate(m, str(ctx.path), findings, _failures(verdict))
+        prompt = prompts.remediate(m, str(ctx.path), findings, _failures(verdict), ctx.setting)
         outcome = _run_role(ctx, "remediate", prompt, resume_session=True)
         if outcome.kind != "ok":
             return _failure(ctx, outcome)
@@ -216,13 +249,24 @@ def _next_commit(m: Milestone, round_no: int, verdict: Verdict, held_back: _Pend
 def _check(ctx: _Context) -> Verdict:
     """Exit criteria, tests, lint and quality gates; their output goes to the milestone's log."""
     ctx.s.emit(Progress(ctx.m.id, {"role": "check"}))
-    verdict = ctx.s.validator.after_agent(ctx.m, ctx.path, ctx.base)
+    verdict = _fresh_install(ctx) or ctx.s.validator.after_agent(ctx.m, ctx.path, ctx.base, ctx.task_env)
     ctx.s.emit(Progress(ctx.m.id, {"checks": verdict.summary()}))
     _log_line(ctx, f"checks: {verdict.summary()}\n{verdict.report()}")
     left = git.discard_changes(ctx.path)  # everything is committed: whatever is new, the checks made
     if left:
         _log_line(ctx, f"the checks left {', '.join(left[:20])} behind; discarded")
     return verdict
+
+
+def _fresh_install(ctx: _Context) -> Verdict | None:
+    """A changed lockfile (worktree.link_if_unchanged): the links give way to the setup's fresh install;
+    a setup that then fails is a failing check the remediation sees."""
+    failure = worktree_prep.refresh_links(prep_for(ctx), ctx.path)
+    if failure is None:
+        return None
+    from advanced import CheckResult, Verdict
+
+    return Verdict(False, (CheckResult("worktree.setup after the lockfile changed", False, failure),))
 
 
 def _failures(verdict: Verdict) -> str:
@@ -413,7 +457,7 @@ def _recover(ctx: _Context, state: dict[str, Any], run: agents.AgentRun, kind: l
         what, message = "context", found.message if found.kind == "context" else kind.message
     committed = git.changed_between(ctx.path, ctx.base, "HEAD") + git.status_paths(ctx.path)
     note = prompts.resume_note("context exhausted" if what == "context" else message, committed)
-    task = prompts.implement(ctx.m, str(ctx.path), note)
+    task = prompts.implement(ctx.m, str(ctx.path), note, ctx.setting)
     state.update(task=task, prompt=task, resume=False)
     ctx.s.emit(Progress(ctx.m.id, {"recoveries": tally.recoveries, "session_id": ""}))
     return Outcome(what, message, tally.recoveries <= ctx.s.config.recovery.max_attempts)
@@ -438,7 +482,7 @@ def _one_run(
         prompt=state["prompt"],
         prompt_file=prompt_file,
         base_env=s.agent_env,
-        extra_env=extra_env,
+        extra_env={**ctx.task_env, **extra_env},
         resume_session=resume,
     )
     if inv.session_id and role != "review":

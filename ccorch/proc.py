@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -78,6 +79,32 @@ def run_shell_check(command: str, *, cwd: Path, env: Mapping[str, str], timeout:
         return run(argv, cwd=cwd, env=env, timeout=timeout, check=False)
     except CalledProcessError as e:
         return Output(124, e.output, f"check timed out after {timeout:.0f}s")
+
+
+def run_group(
+    argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], timeout: float, stop: threading.Event | None = None
+) -> Output:
+    """Run to completion in its own process group, output merged into stdout.
+
+    On timeout or `stop` the whole tree is killed (returncode 124, like `timeout`): an
+    installer's children must not outlive it, nor hold the pipe open. A missing program is 127.
+    """
+    try:
+        process = popen_group(argv, cwd=cwd, env=env)
+    except OSError as e:
+        return Output(127, "", f"cannot start {argv[0]}: {e.strerror or e}")
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            out, _ = process.communicate(input=b"", timeout=0.5)
+            return Output(process.returncode, _text(out), "")
+        except subprocess.TimeoutExpired:
+            if time.monotonic() < deadline and not (stop and stop.is_set()):
+                continue
+        kill_group(process, grace=2)
+        out, _ = process.communicate()
+        why = "stopped" if stop and stop.is_set() else f"timed out after {timeout:.0f}s"
+        return Output(124, _text(out), why)
 
 
 def popen_group(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str]) -> subprocess.Popen[bytes]:

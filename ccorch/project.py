@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from ccorch import config as configuration
-from ccorch import git, preflight, tasksfile
+from ccorch import git, preflight, tasksfile, worktree_prep
 from ccorch.errors import UsageError
 from ccorch.plan import Plan, load_plan, stray_entries
 
@@ -20,6 +20,7 @@ class Project(NamedTuple):
     plan: Plan
     problems: tuple[object, ...]
     config_ok: bool = True  # False: the config had problems (listed in `problems`); defaults stand in
+    config_file: Path = Path(configuration.CONFIG_FILE)
 
 
 def load_project(args: argparse.Namespace, keep_config_error: bool = False) -> Project:
@@ -39,7 +40,7 @@ def load_project(args: argparse.Namespace, keep_config_error: bool = False) -> P
     base = config.base_branch or git.current_branch(root)
     theirs = tasksfile.ownership_problem(root, config.tasks_file, base)  # never overwrite the user's file
     return Project(
-        root, config, plan, (*config_problems, *problems, *([theirs] if theirs else [])), not config_problems
+        root, config, plan, (*config_problems, *problems, *([theirs] if theirs else [])), not config_problems, path
     )
 
 
@@ -49,4 +50,5 @@ def check_project(project: Project, args: argparse.Namespace) -> list[object]:
         print(f"warning: {warning}", file=sys.stderr)
     config = project.config if project.config_ok else None
     stage, milestone = getattr(args, "stage", None), getattr(args, "milestone", None)
-    return [*project.problems, *preflight.problems(project.root, config, project.plan, stage, milestone)]
+    prepared = worktree_prep.problems(project.root, config.worktree, project.config_file) if config else []
+    return [*project.problems, *prepared, *preflight.problems(project.root, config, project.plan, stage, milestone)]

@@ -15,10 +15,12 @@ Rules from the orchestrator:
 """
 
 
-def implement(m: Milestone, worktree: str, note: str = "") -> str:
+def implement(m: Milestone, worktree: str, note: str = "", setting: str = "") -> str:
+    """`setting`: the task's own ports and slug (worktree_prep.Isolation.note)."""
     parts = [
         f"You are implementing milestone {m.id}: {m.title}.",
         RULES.format(worktree=worktree),
+        *([setting, ""] if setting else []),
     ]
     if note:
         parts.append(note)
@@ -73,10 +75,11 @@ def review(m: Milestone, worktree: str, diff: str, review_file: str) -> str:
     )
 
 
-def remediate(m: Milestone, worktree: str, findings: Sequence[str], check_output: str) -> str:
+def remediate(m: Milestone, worktree: str, findings: Sequence[str], check_output: str, setting: str = "") -> str:
     parts = [
         f"You are fixing milestone {m.id}: {m.title}. A review or a check found problems.",
         RULES.format(worktree=worktree),
+        *([setting, ""] if setting else []),
     ]
     if findings:
         parts += ["Review findings (verbatim):", *[f"- {f}" for f in findings], ""]

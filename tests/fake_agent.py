@@ -140,6 +140,8 @@ def main() -> int:
         "prompt_file": os.environ.get("ORCHESTRATOR_PROMPT_FILE"),
         "worktree": os.environ.get("ORCHESTRATOR_WORKTREE"),
         "secret": os.environ.get("FAKE_SECRET_SEEN_AS"),
+        "port_base": os.environ.get("ORCHESTRATOR_PORT_BASE"),
+        "slug": os.environ.get("ORCHESTRATOR_TASK_SLUG"),
     }
     log = os.environ.get("FAKE_AGENT_LOG")
     entry = load_entry(milestone, role)
