@@ -41,8 +41,7 @@ class RateLimitManager:
     def __init__(self, config: Config, clock: Callable[[], float] = time.time, sleep: Sleep | None = None) -> None:
         self._config = config
         self._clock = clock
-        self._stop = threading.Event()
-        self._sleep: Sleep = sleep or self._stop.wait
+        self._sleep: Sleep = sleep or threading.Event().wait  # time.sleep with a bool result
         self._lock = threading.Lock()
         self._paused_until = 0.0
         self.reason = ""
@@ -113,9 +112,6 @@ class RateLimitManager:
             remaining = deadline - self._clock()
             if remaining <= 0 or self._sleep(min(remaining, 1.0)):
                 return
-
-    def wake(self) -> None:
-        self._stop.set()
 
 
 class Sample(NamedTuple):

@@ -17,7 +17,6 @@ from typing import NamedTuple
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
-from ccorch.errors import UsageError
 from ccorch.redact import strip_line
 
 _ID = re.compile(r"[1-9][0-9]*[A-Z]")
@@ -151,24 +150,6 @@ def milestone_id_problem(text: str) -> str | None:
     if suggestion is None or suggestion == text:
         return message
     return f"{message}: did you mean {suggestion}?"
-
-
-def validate_ids(ids: Sequence[str], plan: Plan | None = None) -> tuple[str, ...]:
-    """The ids without repeats, or UsageError naming every malformed or unknown id.
-
-    Ids are checked against `plan` only when it is given.
-    """
-    messages = [message for message in map(milestone_id_problem, ids) if message]
-    if plan is not None:
-        known = ", ".join(m.id for m in plan.milestones) or "none"
-        messages += [
-            f"milestone {i} is not in the plan (it has {known})"
-            for i in ids
-            if _ID.fullmatch(i) and plan.get(i) is None
-        ]
-    if messages:
-        raise UsageError("; ".join(dict.fromkeys(messages)))
-    return tuple(dict.fromkeys(ids))
 
 
 def _normalized_id(text: str) -> str | None:

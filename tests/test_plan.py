@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from ccorch.errors import UsageError
 from ccorch.plan import (
     Check,
     Milestone,
@@ -18,7 +17,6 @@ from ccorch.plan import (
     parse_estimate,
     parse_milestone,
     stray_entries,
-    validate_ids,
 )
 
 MINIMAL = "# Title\n\n## Tasks\n\n- Do it.\n"
@@ -717,19 +715,3 @@ def test_invalid_milestone_ids(text: str, hint: str) -> None:
     assert milestone_id_problem(text) == (
         f"'{text}' is not a milestone id (expected a stage number and a capital letter, e.g. 1A)" + hint
     )
-
-
-def test_validate_ids(tmp_path: Path) -> None:
-    plan, _ = load(tmp_path, {"1A.md": MINIMAL, "2B.md": MINIMAL})
-
-    assert validate_ids(["2B", "1A", "2B"], plan) == ("2B", "1A")
-    assert validate_ids(["9Z"]) == ("9Z",)
-    with pytest.raises(UsageError) as raised:
-        validate_ids(["1a", "9Z", "x", "1A"], plan)
-    assert str(raised.value) == (
-        "'1a' is not a milestone id (expected a stage number and a capital letter, e.g. 1A): "
-        "did you mean 1A?; "
-        "'x' is not a milestone id (expected a stage number and a capital letter, e.g. 1A); "
-        "milestone 9Z is not in the plan (it has 1A, 2B)"
-    )
-    assert raised.value.exit_code == 2
