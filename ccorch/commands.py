@@ -32,7 +32,7 @@ from ccorch.cli import program_name
 from ccorch.config import CONFIG_FILE, config_path, load_config
 from ccorch.errors import EXIT_OK, EXIT_USAGE, OrchestratorError, UsageError
 from ccorch.lock import RunLock, holder_alive, read_holder
-from ccorch.plan import load_plan, milestone_id_problem
+from ccorch.plan import load_plan, milestone_id_problem, not_in_plan
 from ccorch.state import STATE_DIR, MilestoneState, Ownership, RunState, StateStore, update
 
 HERE = Path(__file__).resolve().parent.parent
@@ -277,20 +277,15 @@ def _plan_lines(view: _View) -> list[str]:
         together = f"{len(milestones)} in parallel, up to {cfg.max_parallel_tasks} at once"
         lines.append(
             f"Stage {stage} ({together if len(milestones) > 1 else '1 milestone'})"
-            + (f" ~{_minutes(longest)}" if longest else "")
+            + (f" ~{render.format_minutes(longest)}" if longest else "")
         )
         for m in milestones:
             state = by_id[m.id]
             note = state.status + (f" {state.merge_commit[:10]}" if state.merge_commit else "")
             deps = f"  after {', '.join(m.dependencies)}" if m.dependencies else ""
-            est = f"~{_minutes(m.estimate_minutes)}" if m.estimate_minutes else "no estimate"
+            est = f"~{render.format_minutes(m.estimate_minutes)}" if m.estimate_minutes else "no estimate"
             lines.append(f"  {m.id:<4} {m.title[:40]:<40} {note:<18} {est:<8}{deps}".rstrip())
     return lines
-
-
-def _minutes(minutes: int) -> str:
-    hours, rest = divmod(minutes, 60)
-    return f"{hours}h{rest:02d}m" if hours and rest else f"{hours}h" if hours else f"{rest}m"
 
 
 def _sample_argv(view: _View) -> tuple[str, ...]:
@@ -312,7 +307,7 @@ def _print_prompt(view: _View, milestone_id: str) -> int:
     plan, worktree = view.plan, view.root / view.config.worktree_dir / milestone_id
     m = plan.get(milestone_id)
     if m is None:
-        raise UsageError(f"no milestone {milestone_id} in the plan (have: {', '.join(x.id for x in plan.milestones)})")
+        raise UsageError(not_in_plan(plan, milestone_id))
     setting = _isolation(view, m.stage, milestone_id).note()
     sys.stdout.write(prompts.implement(m, str(worktree), setting=setting))  # exactly what the agent gets on stdin
     return EXIT_OK
@@ -334,12 +329,7 @@ def _isolation(view: _View, stage: int, milestone_id: str) -> worktree_prep.Isol
 def logs(args: argparse.Namespace) -> int:
     view = _View(args)
     if view.plan.get(args.milestone) is None:
-        hint = milestone_id_problem(args.milestone) or ""
-        raise UsageError(
-            f"no milestone {args.milestone} in the plan"
-            + (f": {hint}" if hint else "")
-            + f" (have: {', '.join(m.id for m in view.plan.milestones)})"
-        )
+        raise UsageError(not_in_plan(view.plan, args.milestone, hint=milestone_id_problem(args.milestone) or ""))
     path = view.root / view.config.logging.log_dir / f"{args.milestone}.log"
     if not path.exists() and not args.follow:
         raise UsageError(f"no log for {args.milestone} yet ({path}); it appears when its agent starts")
@@ -420,8 +410,7 @@ def stop(args: argparse.Namespace) -> int:
 
 def _require_running(view: _View, milestone_id: str) -> None:
     if view.plan.get(milestone_id) is None:
-        have = ", ".join(m.id for m in view.plan.milestones)
-        raise UsageError(f"no milestone {milestone_id} in the plan (have: {have})")
+        raise UsageError(not_in_plan(view.plan, milestone_id))
     record = next(m for m in view.snapshot().milestones if m.id == milestone_id)
     if record.status != "running":
         raise OrchestratorError(f"{milestone_id} is not running (it is {record.status}); nothing to stop")

@@ -73,8 +73,7 @@ def elapsed(m: MilestoneState, now: float) -> str:
 def estimate(minutes: int | None) -> str:
     if not minutes:
         return ""
-    hours, rest = divmod(minutes, 60)
-    return f"{hours}h{rest:02d}m" if hours and rest else f"{hours}h" if hours else f"{rest}m"
+    return render.format_minutes(minutes)
 
 
 def over_estimate(m: MilestoneState, snap: render.Snapshot) -> bool:

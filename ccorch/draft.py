@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from advanced import MilestoneValidator, RateLimitManager, SystemMonitor, WorktreeManager
-from ccorch import agents, envfile, git, redact, safe_delete, survey
+from ccorch import agents, envfile, git, redact, render, safe_delete, survey
 from ccorch.config import Config, config_path, load_config
 from ccorch.errors import EXIT_FAILED, EXIT_OK, Interrupted, UsageError
 from ccorch.lock import RunLock
@@ -544,8 +544,7 @@ def agent_runs(milestones: int, config: Config) -> str:
 def _duration(minutes: int | None) -> str:
     if not minutes:
         return "?"
-    hours, rest = divmod(minutes, 60)
-    return f"{hours}h{rest:02d}m" if hours and rest else f"{hours}h" if hours else f"{rest}m"
+    return render.format_minutes(minutes)
 
 
 def _name_order(name: str) -> tuple[int, str]:

@@ -152,6 +152,12 @@ def milestone_id_problem(text: str) -> str | None:
     return f"{message}: did you mean {suggestion}?"
 
 
+def not_in_plan(plan: Plan, milestone_id: str, where: str = "the plan", hint: str = "") -> str:
+    """The message for an id the plan does not hold, naming the ids it does."""
+    have = ", ".join(m.id for m in plan.milestones)
+    return f"no milestone {milestone_id} in {where}" + (f": {hint}" if hint else "") + f" (have: {have})"
+
+
 def _normalized_id(text: str) -> str | None:
     """The id a loosely written one ("1a", "01A") stands for, if any."""
     match = _LOOSE_ID.fullmatch(text.strip())

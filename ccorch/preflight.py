@@ -15,7 +15,7 @@ from typing import NamedTuple, TypeVar
 from ccorch import envfile, git, pathkeys
 from ccorch.config import Config
 from ccorch.errors import OrchestratorError, UsageError
-from ccorch.plan import Milestone, Plan, milestone_id_problem
+from ccorch.plan import Milestone, Plan, milestone_id_problem, not_in_plan
 from ccorch.state import STATE_DIR, StateStore
 
 T = TypeVar("T")
@@ -201,7 +201,7 @@ def _one_milestone(
         raise UsageError(f"--milestone: {problem}")
     m = plan.get(wanted)
     if m is None:
-        raise UsageError(f"no milestone {wanted} in {shown_dir}/ (have: {', '.join(x.id for x in plan.milestones)})")
+        raise UsageError(not_in_plan(plan, wanted, where=f"{shown_dir}/"))
     _require_earlier_merged(m.stage, pending, f"milestone {m.id}")
     missing = [d for d in m.dependencies if d not in merged]
     if missing:

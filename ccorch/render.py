@@ -149,6 +149,12 @@ def countdown(seconds: float) -> str:
     return (f"{hours}h" if hours else "") + f"{rest // 60:02d}m{rest % 60:02d}s"
 
 
+def format_minutes(minutes: int) -> str:
+    """An estimate: 45m, 2h, 1h30m."""
+    hours, rest = divmod(minutes, 60)
+    return f"{hours}h{rest:02d}m" if hours and rest else f"{hours}h" if hours else f"{rest}m"
+
+
 def format_duration(seconds: float) -> str:
     seconds = max(0, int(seconds))
     hours, rest = divmod(seconds, 3600)
