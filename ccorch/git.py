@@ -308,7 +308,7 @@ def runner_branches(root: Path, base: str, prefixes: Sequence[str], extra: Colle
     GitPython, short-lived (its Repo objects leak in long-running processes): `clean` is a
     one-shot command, and one repository object answers every ancestry question at once.
     """
-    import git as gitpython
+    import git as gitpython  # imported here for start-up speed: only `clean` needs it
 
     with gitpython.Repo(root) as repo:
         base_commit = repo.commit(base)
