@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from ccorch import faults, git, prompts, render, worktree_prep
 from ccorch.errors import EXIT_OK
-from ccorch.pipeline import Paused, Services, _Context, _log_line, _run_role, _Tally
+from ccorch.pipeline import Paused, Services, run_resolver
 from ccorch.plan import Milestone
 from ccorch.reporter import Reporter
 from ccorch.state import MilestoneState, update
@@ -30,13 +30,8 @@ def make_resolver(s: Services, stage: int, milestones: Sequence[Milestone], isol
     stand_in = milestones[0]._replace(id=f"stage{stage}-resolve", title=f"integrate stage {stage}")
 
     def resolve(path: Path, conflicted: Sequence[str], failure: str) -> bool:
-        ctx = _Context(quiet, stand_in, path, git.rev_parse(path, "HEAD") or "", _Tally(), isolation)
         prompt = prompts.resolve(stage, conflicted, milestones, str(path), failure)
-        outcome = _run_role(ctx, "resolve", prompt, resume_session=False)
-        held = s.validator.secrets_in_worktree(path) if outcome.kind == "ok" else None
-        if held is not None:  # its fix would be committed next: a secret must not become an object
-            _log_line(ctx, f"the resolver's fix is not used: {held.failure_output()}")
-        return outcome.kind == "ok" and held is None
+        return run_resolver(quiet, stand_in, path, prompt, isolation)
 
     return resolve
 

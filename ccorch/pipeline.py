@@ -600,3 +600,15 @@ class AgentSession:
     def resumable(self) -> bool:
         """True when the next turn continues the same conversation, so it needs only the news."""
         return bool(self._ctx.tally.session_id)
+
+
+def run_resolver(
+    s: Services, stand_in: Milestone, path: Path, prompt: str, isolation: worktree_prep.Isolation | None = None
+) -> bool:
+    """The resolve role in an integration worktree (ccorch/integration.py): True when its fix may be committed."""
+    ctx = _Context(s, stand_in, path, git.rev_parse(path, "HEAD") or "", _Tally(), isolation)
+    outcome = _run_role(ctx, "resolve", prompt, resume_session=False)
+    held = s.validator.secrets_in_worktree(path) if outcome.kind == "ok" else None
+    if held is not None:  # its fix would be committed next: a secret must not become an object
+        _log_line(ctx, f"the resolver's fix is not used: {held.failure_output()}")
+    return outcome.kind == "ok" and held is None
