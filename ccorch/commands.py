@@ -18,6 +18,7 @@ from typing import NamedTuple
 from ccorch import (
     agents,
     dashboard,
+    envfile,
     files,
     git,
     prompts,
@@ -178,12 +179,10 @@ def _print_clean(plan: _Cleaning, dry_run: bool) -> None:
 
 def _tear_down(view: _View, branch: str, path: Path) -> None:
     """worktree.teardown, in the task's environment, before its worktree goes; a failure is reported."""
-    from ccorch.envfile import read_dotenv
-
     if not view.config.worktree.teardown:
         return
     name = worktree_prep.INTEGRATION if branch.startswith("orchestrator/") else branch.rsplit("/", 1)[-1]
-    secrets = read_dotenv(view.root)
+    secrets = envfile.read_dotenv(view.root)
     log_dir = view.root / view.config.logging.log_dir
     preparer = worktree_prep.Preparer(
         view.root, view.config.worktree, view.config_file, {**os.environ, **secrets}, log_dir, lambda: view.records()[0]

@@ -13,16 +13,14 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
+from advanced import CheckResult, MilestoneValidator, RateLimitManager, SystemMonitor, Verdict, WorktreeManager
 from ccorch import agents, files, git, limits, presets, prompts, redact, review, transcript, worktree_prep
 from ccorch.config import AgentConfig, Config
 from ccorch.errors import OrchestratorError
 from ccorch.plan import Milestone
 from ccorch.state import MilestoneState
-
-if TYPE_CHECKING:
-    from advanced import MilestoneValidator, RateLimitManager, SystemMonitor, Verdict, WorktreeManager
 
 
 class Progress(NamedTuple):
@@ -264,8 +262,6 @@ def _fresh_install(ctx: _Context) -> Verdict | None:
     failure = worktree_prep.refresh_links(prep_for(ctx), ctx.path)
     if failure is None:
         return None
-    from advanced import CheckResult, Verdict
-
     return Verdict(False, (CheckResult("worktree.setup after the lockfile changed", False, failure),))
 
 
