@@ -26,9 +26,9 @@ def read_dotenv(root: Path) -> dict[str, str]:
     text = _env_text(path)
     for binding in parse_stream(io.StringIO(text)):
         if binding.error:
-            line = binding.original.string.splitlines()[0][:40] if binding.original.string.strip() else ""
             raise UsageError(
-                f"{ENV_FILE}:{binding.original.line}: cannot read this line ({line!r}): write NAME=value, "
+                f"{ENV_FILE}:{binding.original.line}: cannot read this line{_line_hint(binding.original.string)}: "
+                "write NAME=value, "
                 "quote a value holding spaces or #, or start the line with # to make it a comment"
             )
     values = {k: v for k, v in dotenv_values(stream=io.StringIO(text)).items() if v is not None}
@@ -36,6 +36,12 @@ def read_dotenv(root: Path) -> dict[str, str]:
         if "\x00" in key + value:  # the agent could not be started with it in its environment
             raise UsageError(f"{ENV_FILE}: the value of {key} holds a NUL character: remove it")
     return values
+
+
+def _line_hint(line: str) -> str:
+    """Which line, without its value: a bad line may well be a secret pasted on its own."""
+    name, sep, _ = line.strip().partition("=")
+    return f" (setting {name.strip()[:40]!r})" if sep and name.strip().isidentifier() else ""
 
 
 def _env_text(path: Path) -> str:

@@ -327,8 +327,8 @@ def _env(data: bytes) -> Setup:
 ENV_CASES = [
     Case(".env folder", (".env", "directory"), setup=lambda root: (root / ".env").mkdir()),
     Case(".env not UTF-8", (".env:2", "UTF-8"), setup=_env(b"A=1\nB=caf\xe9\n")),
-    Case(".env malformed", (".env:2", "this line is not"), setup=_env(b"A=1\nthis line is not\nC=3\n")),
-    Case(".env unclosed quote", (".env:1",), setup=_env(b"TOKEN='abc\n")),
+    Case(".env malformed", (".env:2", "cannot read this line"), setup=_env(b"A=1\nthis line is not\nC=3\n")),
+    Case(".env unclosed quote", (".env:1", "TOKEN"), setup=_env(b"TOKEN='abc\n")),
     Case(".env space in name", (".env:3",), setup=_env(b"# comment\nA=1\nMY KEY=x\n")),
     Case(".env NUL in a value", (".env", "NUL"), setup=_env(b"A='x\x00y'\n")),
     Case(".env dangling link", (".env",), setup=lambda root: (root / ".env").symlink_to(root / "gone")),
@@ -338,6 +338,19 @@ ENV_CASES = [
 @pytest.mark.parametrize("case", ENV_CASES, ids=lambda c: c.name)
 def test_dotenv(planned: Project, case: Case, capsys: pytest.CaptureFixture[str]) -> None:
     _run(planned, case, capsys)
+
+
+@pytest.mark.parametrize("line", [b"hunter2 correct horse battery\n", b"API_TOKEN='hunter2-correct-horse-battery\n"])
+def test_a_bad_env_line_is_named_without_its_value(
+    planned: Project, line: bytes, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A pasted secret is a typical bad line: the message names the line, never its text.
+    (planned.root / ".env").write_bytes(b"A=1\n" + line)
+    for argv in (["--validate-only"], ["run"]):
+        assert main(["--project", str(planned.root), *argv]) == 2
+        out = capsys.readouterr()
+        assert ".env:2: cannot read this line" in out.err
+        assert "hunter2" not in out.out + out.err
 
 
 def test_a_good_dotenv_passes(planned: Project, capsys: pytest.CaptureFixture[str]) -> None:
