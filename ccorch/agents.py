@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import NamedTuple
 
-from ccorch import files, presets, proc, redact
+from ccorch import faults, files, launches, presets, proc, redact
 from ccorch.config import AgentConfig
 from ccorch.errors import UsageError
 from ccorch.review import VERDICT_SCHEMA
@@ -33,6 +33,7 @@ DEFAULT_EXECUTABLES = {p.name: p.executable for p in presets.REGISTRY.values() i
 DEMO_AGENT = Path(__file__).with_name("demo_agent.py")
 _OUTPUT_LINES_KEPT = 4000
 _LINE_CHARS_KEPT = 20_000
+_POLL_S = 0.1  # how often the runner looks at an agent's log and status
 
 
 class Invocation(NamedTuple):
@@ -193,6 +194,16 @@ def _is_root() -> bool:
     return hasattr(os, "geteuid") and os.geteuid() == 0
 
 
+class Launching(NamedTuple):
+    """Where a new agent's launch is recorded (ccorch.launches) and what its wrapper masks."""
+
+    path: Path  # .orchestrator/agents/<ID>-<role>-<round>.json
+    milestone: str
+    role: str
+    round: int
+    dotenv: Path
+
+
 def run_agent(
     inv: Invocation,
     *,
@@ -202,76 +213,211 @@ def run_agent(
     timeout_s: float,
     idle_s: float,
     watch: Watch,
+    launching: Launching,
     clock: Callable[[], float] = time.monotonic,
 ) -> AgentRun:
-    """Run to completion, or kill the whole process group on timeout, idleness or stop."""
-    started = clock()
+    """Start the agent under its wrapper and follow it to the end, or kill it on timeout, idleness or stop."""
     with files.open_private(log_path, "ab") as log:
         log.write(f"\n===== {header} · {time.strftime('%Y-%m-%d %H:%M:%S')} =====\n".encode())
-        log.flush()
-        try:
-            process = proc.popen_group(inv.argv, cwd=cwd, env=inv.env)
-        except OSError as e:
-            raise UsageError(f"cannot start agent `{inv.argv[0]}`: {e.strerror}") from None
-        watch.on_start(process.pid, _create_time(process.pid))
-        reader = _Reader(process, log, watch.on_line, clock, watch.end_on)
-        reader.start()
-        _feed_stdin(process, inv.stdin)
-        killed = _supervise(process, reader, started, timeout_s, idle_s, watch.stop, clock)
-        reader.join(timeout=10)
-        ended = f"killed ({killed})" if killed else f"exit {process.returncode}"
-        log.write(
-            f"===== {ended} after {clock() - started:.1f}s =====\n".encode()
-        )  # what a reader of the log asks first
-    return AgentRun(None if killed else process.returncode, reader.text(), killed, clock() - started, process.pid)
+        offset = log.tell()
+    stdin = launching.path.with_suffix(".prompt")
+    with files.open_private(stdin, "w") as f:
+        f.write(redact.active().mask(inv.stdin))  # as the prompt file: no secret on disk
+    launch = launches.Launch(
+        id=launches.new_id(),
+        milestone=launching.milestone,
+        role=launching.role,
+        round=launching.round,
+        argv=inv.argv,
+        cwd=str(cwd),
+        stdin=str(stdin),
+        log=str(log_path),
+        log_start=offset,
+        dotenv=str(launching.dotenv),
+        session_id=inv.session_id or "",
+        launched_at=time.time(),
+        runner=launches.THIS_RUNNER,
+    )
+    launches.record(launching.path, launch)
+    faults.hit("agent-launch")
+    try:
+        wrapper = launches.spawn(launching.path, inv.env)
+    except OSError as e:
+        raise UsageError(f"cannot start the agent wrapper `{sys.executable}`: {e.strerror}") from None
+    agent = _Agent(launching.path, launch, wrapper, wrapper.pid)
+    now = clock()
+    return _ended(
+        log_path, _follow(agent, _Tail(log_path, offset, watch, clock, now), now, timeout_s, idle_s, watch, clock)
+    )
 
 
-def _feed_stdin(process: subprocess.Popen[bytes], text: str) -> None:
-    # A thread, so an agent that never reads stdin cannot block us on a full pipe.
-    def feed() -> None:
-        assert process.stdin is not None
-        try:
-            process.stdin.write(text.encode("utf-8"))
-            process.stdin.close()
-        except OSError:
-            pass
+def rejoin(
+    path: Path,
+    launch: launches.Launch,
+    status: launches.Status,
+    *,
+    timeout_s: float,
+    idle_s: float,
+    watch: Watch,
+    clock: Callable[[], float] = time.monotonic,
+) -> AgentRun:
+    """An agent a dead runner started: follow it while it runs, or read how it ended, without starting it."""
+    since = time.time() - status.started  # the watchdogs count from its real start ...
+    try:
+        quiet = time.time() - max(os.path.getmtime(launch.log), status.started)  # ... and its last output
+    except OSError:
+        quiet = since
+    now = clock()
+    tail = _Tail(Path(launch.log), launch.log_start, watch, clock, now - max(0.0, quiet))
+    agent = _Agent(path, launch, None, status.wrapper_pid)
+    return _ended(Path(launch.log), _follow(agent, tail, now - max(0.0, since), timeout_s, idle_s, watch, clock))
 
-    threading.Thread(target=feed, daemon=True).start()
+
+def _ended(log_path: Path, run: AgentRun) -> AgentRun:
+    """What a reader of the log asks first: how the run ended."""
+    how = f"killed ({run.killed})" if run.killed else f"exit {run.returncode}"
+    with files.open_private(log_path, "ab") as log:
+        log.write(f"===== {how} after {run.duration:.1f}s =====\n".encode())
+    return run
 
 
-def _supervise(
-    process: subprocess.Popen[bytes],
-    reader: _Reader,
+def _follow(
+    agent: _Agent,
+    tail: _Tail,
     started: float,
     timeout_s: float,
     idle_s: float,
-    stop: threading.Event,
+    watch: Watch,
     clock: Callable[[], float],
-) -> str | None:
+) -> AgentRun:
+    announced = False
     while True:
-        if reader.done.wait(timeout=0.5):
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass  # closed its output but lives on: the watchdogs below still apply
-            if process.poll() is not None:
-                proc.kill_group(process, grace=0.5)  # leave no children of it behind
-                return None
-        now = clock()
-        reason = (
-            "stopped"
-            if stop.is_set()
-            else "context"
-            if reader.ended
-            else "timeout"
-            if now - started > timeout_s
-            else "idle"
-            if now - reader.last_activity > idle_s
-            else None
-        )
+        tail.read()
+        status = agent.status()
+        if status is not None and status.error:
+            agent.reap()
+            raise UsageError(status.error)
+        if status is not None and not announced:
+            watch.on_start(status.agent_pid, status.agent_started or _create_time(status.agent_pid))
+            announced = True
+        if status is not None and status.finished:
+            tail.read(until=status.log_end, final=True)
+            agent.reap()
+            code = status.exit_code if status.exit_code is not None else -(status.signal or 9)
+            return AgentRun(code, tail.text(), None, clock() - started, status.agent_pid)
+        if not agent.alive() and not _finished(agent.status()):  # gone without an exit status
+            tail.read(final=True)
+            return AgentRun(-9, tail.text(), None, clock() - started, status.agent_pid if status else 0)
+        reason = _watchdog(tail, started, timeout_s, idle_s, watch.stop, clock)
         if reason:
-            proc.kill_group(process)
-            return reason
+            agent.kill()
+            tail.read(final=True)
+            return AgentRun(None, tail.text(), reason, clock() - started, status.agent_pid if status else 0)
+        watch.stop.wait(_POLL_S)
+
+
+def _finished(status: launches.Status | None) -> bool:
+    return status is not None and status.finished
+
+
+def _watchdog(
+    tail: _Tail, started: float, timeout_s: float, idle_s: float, stop: threading.Event, clock: Callable[[], float]
+) -> str | None:
+    now = clock()
+    if stop.is_set():
+        return "stopped"
+    if tail.ended:
+        return "context"
+    if now - started > timeout_s:
+        return "timeout"
+    if now - tail.last_activity > idle_s:
+        return "idle"
+    return None
+
+
+class _Agent:
+    """A started or adopted agent, known by its launch file and its wrapper's pid."""
+
+    def __init__(
+        self, path: Path, launch: launches.Launch, wrapper: subprocess.Popen[bytes] | None, wrapper_pid: int
+    ) -> None:
+        self._path = path
+        self._launch = launch
+        self._wrapper = wrapper  # ours to reap when we started it
+        self._wrapper_pid = wrapper_pid
+        self._status: launches.Status | None = None
+
+    def status(self) -> launches.Status | None:
+        if self._status is None or not self._status.finished:
+            self._status = launches.read_status(self._path, self._launch) or self._status
+        return self._status
+
+    def alive(self) -> bool:
+        if self._wrapper is not None:
+            return self._wrapper.poll() is None
+        return proc.pid_alive(self._wrapper_pid)
+
+    def kill(self) -> None:
+        launches.kill(self.status(), self._wrapper_pid)
+        if self.status() is None:  # it may have started the agent meanwhile
+            time.sleep(_POLL_S)
+            launches.kill(self.status(), self._wrapper_pid, grace=1.0)
+        self.reap()
+
+    def reap(self) -> None:
+        if self._wrapper is not None:
+            try:
+                self._wrapper.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+
+
+class _Tail:
+    """Follows the agent's output in its log and keeps a bounded tail for classification."""
+
+    def __init__(self, path: Path, offset: int, watch: Watch, clock: Callable[[], float], last_activity: float) -> None:
+        self._path = path
+        self._offset = offset
+        self._watch = watch
+        self._clock = clock
+        self._partial = b""
+        self._lines: collections.deque[str] = collections.deque(maxlen=_OUTPUT_LINES_KEPT)
+        self.last_activity = last_activity
+        self.ended = ""  # why the output says the run should end
+
+    def read(self, until: int = 0, final: bool = False) -> None:
+        data = self._chunk(until)
+        if data:
+            self.last_activity = self._clock()
+        lines = (self._partial + data).split(b"\n")
+        self._partial = lines.pop()
+        if final and self._partial:
+            lines.append(self._partial)
+            self._partial = b""
+        for raw in lines:
+            self._line(raw.decode("utf-8", "replace").rstrip("\r"))
+
+    def _chunk(self, until: int) -> bytes:
+        if until and until <= self._offset:
+            return b""
+        try:
+            with open(self._path, "rb") as f:
+                f.seek(self._offset)
+                data = f.read(until - self._offset if until > self._offset else -1)
+        except OSError:
+            return b""
+        self._offset += len(data)
+        return data
+
+    def _line(self, line: str) -> None:
+        self._lines.append(line[:_LINE_CHARS_KEPT])
+        self._watch.on_line(line)
+        end_on = self._watch.end_on
+        if end_on is not None and not self.ended:
+            self.ended = end_on(line) or ""
+
+    def text(self) -> str:
+        return "\n".join(self._lines)
 
 
 def _create_time(pid: int) -> float:
@@ -281,47 +427,3 @@ def _create_time(pid: int) -> float:
         return float(psutil.Process(pid).create_time())
     except psutil.Error:
         return 0.0
-
-
-class _Reader(threading.Thread):
-    """Tees the agent's output to its log and keeps a bounded tail for classification."""
-
-    def __init__(
-        self,
-        process: subprocess.Popen[bytes],
-        log: object,
-        on_line: Callable[[str], None],
-        clock: Callable[[], float],
-        end_on: Callable[[str], str | None] | None = None,
-    ) -> None:
-        super().__init__(daemon=True)
-        self._process = process
-        self._log = log
-        self._on_line = on_line
-        self._end_on = end_on
-        self.ended = ""  # why the output says the run should end
-        self._clock = clock
-        self._lines: collections.deque[str] = collections.deque(maxlen=_OUTPUT_LINES_KEPT)
-        self.last_activity = clock()
-        self.done = threading.Event()
-
-    def run(self) -> None:
-        assert self._process.stdout is not None
-        try:
-            for raw in self._process.stdout:
-                self.last_activity = self._clock()
-                text = redact.active().mask(raw.decode("utf-8", "replace"))  # the log and the state see it masked
-                self._log.write(text.encode("utf-8"))  # type: ignore[attr-defined]
-                self._log.flush()  # type: ignore[attr-defined]
-                line = text.rstrip("\r\n")
-                self._lines.append(line[:_LINE_CHARS_KEPT])
-                self._on_line(line)
-                if self._end_on is not None and not self.ended:
-                    self.ended = self._end_on(line) or ""
-        except (OSError, ValueError):
-            pass
-        finally:
-            self.done.set()
-
-    def text(self) -> str:
-        return "\n".join(self._lines)

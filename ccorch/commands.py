@@ -200,6 +200,7 @@ def _forget_state(root: Path) -> None:
     for name in ("state.db", "state.db-wal", "state.db-shm"):
         (root / STATE_DIR / name).unlink(missing_ok=True)
     safe_delete.remove_tree(root / STATE_DIR / "prompts", root=root, allowed_under=root / STATE_DIR)
+    safe_delete.remove_tree(root / STATE_DIR / "agents", root=root, allowed_under=root / STATE_DIR)
     print("state forgotten; merged work is read back from git")
 
 

@@ -4,7 +4,8 @@ ORCHESTRATOR_FAULT="<point>:<action>[:<n>]" (several separated by commas) makes 
 at a named point, the n-th time it gets there in this process (default the first):
 
   points   runner-start (lock taken, state open), state-write (before a state change commits),
-           merge (after each merge of a stage), move-base (before the base branch moves)
+           merge (after each merge of a stage), move-base (before the base branch moves),
+           agent-launch (an agent's launch recorded, its wrapper not started yet)
   actions  kill (SIGKILL itself), crash (an unexpected exception: exit 3),
            enospc (OSError "No space left on device")
 

@@ -11,9 +11,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ccorch import faults, git, prompts, render, worktree_prep
+from ccorch import faults, git, launches, prompts, render, worktree_prep
 from ccorch.errors import EXIT_OK
-from ccorch.pipeline import Paused, Services, run_resolver
+from ccorch.pipeline import Paused, Services, agent_dir, run_resolver
 from ccorch.plan import Milestone
 from ccorch.reporter import Reporter
 from ccorch.state import MilestoneState, update
@@ -118,6 +118,8 @@ class StageMerger:
             return self._base_blocked(stage, blocking)
         self.worktrees.drop_integration()
         self.reporter.store.put(*merged.values())  # only now: the base branch holds the merges
+        for mid in merged:  # a merged milestone's agents are never taken over again
+            launches.clear(agent_dir(self.s), mid)
         self._tidy(milestones)
         self.reporter.render()
         self.reporter.say(f"stage {stage} merged into {self.worktrees.base_branch} ({new[:10]})")

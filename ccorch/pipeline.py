@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from advanced import CheckResult, MilestoneValidator, RateLimitManager, SystemMonitor, Verdict, WorktreeManager
-from ccorch import agents, files, git, limits, presets, prompts, redact, review, transcript, worktree_prep
+from ccorch import agents, files, git, launches, limits, presets, prompts, redact, review, transcript, worktree_prep
 from ccorch.config import AgentConfig, Config
 from ccorch.errors import OrchestratorError
 from ccorch.plan import Milestone
@@ -89,6 +89,8 @@ class _Tally:
     watchdog_kills: int = 0
     recoveries: int = 0
     crashes: int = 0  # failed runs in a row; with recoveries, carried over when a run resumes
+    fresh_since: float = 0.0  # launches before this belong to an earlier, finished run of the milestone
+    used: set[str] = dataclasses.field(default_factory=set)  # launches this runner has adopted or passed over
 
     def add(self, report: limits.AgentReport) -> None:
         self.cost_usd += report.cost_usd or 0.0
@@ -138,6 +140,7 @@ def run_milestone(s: Services, job: Job) -> MilestoneResult:
             prev.output_tokens,
             recoveries=prev.recoveries if resumed else 0,
             crashes=prev.crashes if resumed else 0,
+            fresh_since=0.0 if resumed else prev.finished_at,
         )
     s.emit(
         Progress(
@@ -230,7 +233,7 @@ def _review_rounds(ctx: _Context, commit: str, pending: _Pending | None) -> Mile
         if round_no == rounds:
             return _unfixed(m, verdict, findings, rounds)
         prompt = prompts.remediate(m, str(ctx.path), findings, _failures(verdict), ctx.setting)
-        outcome = _run_role(ctx, "remediate", prompt, resume_session=True)
+        outcome = _run_role(ctx, "remediate", prompt, resume_session=True, round_no=round_no)
         if outcome.kind != "ok":
             return _failure(ctx, outcome)
         pending = _next_commit(m, round_no, verdict, pending if held is not None else None)
@@ -308,9 +311,8 @@ def _review(ctx: _Context, round_no: int) -> tuple[bool | None, tuple[str, ...]]
     verdict: review.Review | None = None
     discarded: list[str] = []
     for _ in range(2):  # no verdict: one retry, then it counts as a failure
-        review_file.unlink(missing_ok=True)
         env = {"ORCHESTRATOR_REVIEW_FILE": str(review_file)}
-        outcome = _run_role(ctx, "review", prompt, resume_session=False, extra_env=env)
+        outcome = _run_role(ctx, "review", prompt, resume_session=False, extra_env=env, round_no=round_no)
         files.make_private(review_file)  # the reviewer wrote it with its own umask
         discarded += _discard_reviewer_changes(ctx, head)
         if outcome.kind == "interrupted":
@@ -351,13 +353,19 @@ def _log_line(ctx: _Context, text: str) -> None:
 
 
 def _run_role(
-    ctx: _Context, role: str, prompt: str, resume_session: bool, extra_env: Mapping[str, str] | None = None
+    ctx: _Context,
+    role: str,
+    prompt: str,
+    resume_session: bool,
+    extra_env: Mapping[str, str] | None = None,
+    round_no: int = 1,
 ) -> Outcome:
     """Run an agent role with backoff for transient errors; usage-limit waits are not attempts."""
     s = ctx.s
     # task: the whole prompt, for a fresh session; prompt: what the next run gets (after a
-    # setback, a resumed session is only told to go on); resume: continue tally.session_id.
-    state = {"task": prompt, "prompt": prompt, "resume": resume_session, "resumed": False}
+    # setback, a resumed session is only told to go on); resume: continue tally.session_id;
+    # round: the review round, which names the launch a resumed runner adopts (ccorch.launches).
+    state = {"task": prompt, "prompt": prompt, "resume": resume_session, "resumed": False, "round": round_no}
 
     def attempt() -> Outcome:
         return _attempt(ctx, role, state, extra_env or {})
@@ -463,8 +471,96 @@ def _one_run(
     ctx: _Context, agent: AgentConfig, role: str, state: dict[str, Any], extra_env: Mapping[str, str]
 ) -> tuple[agents.AgentRun, limits.Classification]:
     s, m, tally = ctx.s, ctx.m, ctx.tally
+    path = launches.launch_file(agent_dir(s), m.id, role, state["round"])
+    watch = agents.Watch(s.stop_for(m.id), _on_start(ctx), _line_reporter(ctx), _exhausted(agent.preset))
+    timeout_s, idle_s = agent.timeout_minutes * 60, agent.idle_timeout_minutes * 60
+    head: str | None = None
+    earlier = _adoptable(ctx, path, role)
+    if earlier is not None:
+        launch, status = earlier
+        named = launch.session_id
+        _take_session(ctx, role, state, launch)
+        s.emit(Progress(m.id, {"role": role, **tally.fields()}))
+        run = agents.rejoin(path, launch, status, watch=watch, timeout_s=timeout_s, idle_s=idle_s)
+        _log_line(ctx, f"{role}: took over the agent the previous run started (pid {status.agent_pid})")
+    else:
+        inv = _invocation(ctx, agent, role, state, extra_env)
+        named = inv.session_id or ""
+        head = git.rev_parse(ctx.path, "HEAD") if _judged_by_git(agent, role) else None
+        launching = agents.Launching(path, m.id, role, state["round"], s.root / ".env")
+        run = agents.run_agent(
+            inv,
+            cwd=ctx.path,
+            log_path=s.log_dir / f"{m.id}.log",
+            header=f"{m.id} {role} attempt {tally.attempts}",
+            timeout_s=timeout_s,
+            idle_s=idle_s,
+            watch=watch,
+            launching=launching,
+        )
+    kind = s.rate_limits.classify(agent.preset, run)
+    if kind.kind == "ok" and head is not None and _unchanged(ctx, head):
+        kind = limits.Classification("transient", None, f"{agent.preset} exited 0 without changing anything")
+    if kind.kind != "ok":
+        _used(path)
+    report = limits.read_report(run.output)
+    tally.add(report)
+    if presets.get(agent.preset).resumes_session and role != "review" and report.session_id and not named:
+        tally.session_id = report.session_id  # Codex names its session only once it runs
+        state["resume"] = True
+    s.emit(Progress(m.id, {"agent_pid": 0, "agent_started": 0.0, **tally.fields()}))
+    return run, kind
+
+
+def _used(path: Path) -> None:
+    """A success is taken over again after a crash (committing it twice changes nothing); a
+    setback, once acted on (a pause, a failure counted), must not be acted on twice."""
+    launch = launches.read_launch(path)
+    if launch is not None:
+        launches.mark_used(path, launch.id)
+
+
+def agent_dir(s: Services) -> Path:
+    """Where launches are recorded: .orchestrator/agents, next to the prompts."""
+    return s.prompt_dir.parent / launches.AGENTS_DIR
+
+
+def _adoptable(ctx: _Context, path: Path, role: str) -> tuple[launches.Launch, launches.Status] | None:
+    """A launch of this milestone, role and round that a dead runner made and nobody has used here yet.
+
+    Still running: adopt it; finished: use its result. Gone without an exit status (a reboot, its
+    whole group killed) or older than the milestone's last finished run: None, a new attempt.
+    """
+    launch = launches.read_launch(path)
+    if role == "resolve" or launch is None or launch.id in ctx.tally.used or launch.milestone != ctx.m.id:
+        return None
+    ctx.tally.used.add(launch.id)  # taken over once: a retry after it is a new start
+    if launch.runner == launches.THIS_RUNNER or launch.launched_at <= ctx.tally.fresh_since:
+        return None
+    if launches.was_used(path, launch):
+        return None
+    status = launches.settle(path, launch)
+    if status is None or status.error or not (status.finished or launches.is_running(status)):
+        return None
+    if status.finished and status.signal:  # killed (a stop, a reboot): it did not finish its work
+        return None
+    return launch, status
+
+
+def _take_session(ctx: _Context, role: str, state: dict[str, Any], launch: launches.Launch) -> None:
+    if launch.session_id and role != "review":
+        ctx.tally.session_id = launch.session_id
+        state["resume"] = True
+
+
+def _invocation(
+    ctx: _Context, agent: AgentConfig, role: str, state: dict[str, Any], extra_env: Mapping[str, str]
+) -> agents.Invocation:
+    s, m, tally = ctx.s, ctx.m, ctx.tally
     if role in ("implement", "remediate"):
         tally.attempts += 1
+    if role == "review":
+        Path(extra_env["ORCHESTRATOR_REVIEW_FILE"]).unlink(missing_ok=True)  # a verdict is this run's own
     prompt_file = s.prompt_dir / f"{m.id}-{role}.md"
     with files.open_private(prompt_file, "w") as f:
         f.write(redact.active().mask(state["prompt"]))
@@ -485,26 +581,7 @@ def _one_run(
         tally.session_id = inv.session_id
         state["resume"] = True  # from now on this session exists: later runs continue it
     s.emit(Progress(m.id, {"role": role, **tally.fields()}))
-    head = git.rev_parse(ctx.path, "HEAD") if _judged_by_git(agent, role) else None
-    run = agents.run_agent(
-        inv,
-        cwd=ctx.path,
-        log_path=s.log_dir / f"{m.id}.log",
-        header=f"{m.id} {role} attempt {tally.attempts}",
-        timeout_s=agent.timeout_minutes * 60,
-        idle_s=agent.idle_timeout_minutes * 60,
-        watch=agents.Watch(s.stop_for(m.id), _on_start(ctx), _line_reporter(ctx), _exhausted(agent.preset)),
-    )
-    kind = s.rate_limits.classify(agent.preset, run)
-    if kind.kind == "ok" and head is not None and _unchanged(ctx, head):
-        kind = limits.Classification("transient", None, f"{agent.preset} exited 0 without changing anything")
-    report = limits.read_report(run.output)
-    tally.add(report)
-    if presets.get(agent.preset).resumes_session and role != "review" and report.session_id and not inv.session_id:
-        tally.session_id = report.session_id  # Codex names its session only once it runs
-        state["resume"] = True
-    s.emit(Progress(m.id, {"agent_pid": 0, "agent_started": 0.0, **tally.fields()}))
-    return run, kind
+    return inv
 
 
 def _judged_by_git(agent: AgentConfig, role: str) -> bool:

@@ -125,6 +125,25 @@ def popen_group(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str]) -> su
     )
 
 
+def popen_detached(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str]) -> subprocess.Popen[bytes]:
+    """Start a process in a session of its own with no pipes to us: it lives on when we die."""
+    kwargs: dict[str, object] = {}
+    if IS_WINDOWS:
+        flags = subprocess.CREATE_NEW_PROCESS_GROUP | subprocess.DETACHED_PROCESS  # type: ignore[attr-defined]
+        kwargs["creationflags"] = flags
+    else:
+        kwargs["start_new_session"] = True
+    return subprocess.Popen(  # type: ignore[call-overload, no-any-return]
+        list(argv),
+        cwd=cwd,
+        env=dict(env),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        **kwargs,
+    )
+
+
 def kill_group(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:
     """SIGTERM the group, wait up to `grace`, then SIGKILL whatever is left."""
     if proc.poll() is None:

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ccorch import agents, git, leftovers, orphans, safe_delete
+from ccorch import agents, git, launches, leftovers, orphans, safe_delete
 from ccorch.config import Config
 from ccorch.errors import OrchestratorError, UsageError
 from ccorch.plan import Milestone, Plan
@@ -52,15 +52,47 @@ def refuse_plain_run_after_interrupt(store: StateStore, resume: bool) -> None:
 
 
 def stop_orphans(store: StateStore, worktree_folder: Path, say: Callable[[str], None]) -> None:
-    """Agents of a runner that died may still be writing: stop them before their worktrees are reused."""
+    """Agents of a runner that died: those a resumed milestone takes over run on, the others are stopped."""
     records = store.milestones().values()
     recorded = [orphans.Recorded(r.id, r.agent_pid, r.agent_started) for r in records]
+    adoptable = adoptable_agents(store)
     for orphan in orphans.find(recorded, worktree_folder):
+        if orphan.pid in adoptable:
+            if adoptable[orphan.pid]:
+                say(f"{orphan.milestone}: agent pid {orphan.pid} of the previous run runs on; taking it over")
+            continue
         say(f"{orphan.milestone}: stopping agent pid {orphan.pid} left running by the previous run")
         orphans.stop(orphan)
     for rec in records:
         if rec.agent_pid:
             store.put(update(rec, agent_pid=0, agent_started=0.0))
+
+
+def adoptable_agents(store: StateStore) -> dict[int, bool]:
+    """Pids of the agents (True) and wrappers (False) a resumed milestone will take over (ccorch.launches)."""
+    records = store.milestones()
+    found: dict[int, bool] = {}
+    for path, launch in launches.all_launches(store.path.parent / launches.AGENTS_DIR):
+        rec = records.get(launch.milestone)
+        if launch.role == "resolve" or (rec is not None and not _resumes(rec, launch.launched_at)):
+            continue
+        status = launches.settle(path, launch)
+        if status is not None and launches.is_running(status):
+            found.update({status.wrapper_pid: False, status.agent_pid: True})
+    return found
+
+
+def _resumes(rec: MilestoneState, launched_at: float) -> bool:
+    """A launch belongs to the milestone's unfinished run (as ccorch.pipeline takes launches over)."""
+    if rec.status == "merged":
+        return False
+    return rec.status in ("running", "interrupted", "pending") or launched_at > rec.finished_at
+
+
+def forget_launches(root: Path, merged: Iterable[str]) -> None:
+    """A merged milestone's agents are never taken over again."""
+    for mid in merged:
+        launches.clear(root / STATE_DIR / launches.AGENTS_DIR, mid)
 
 
 def tidy(
@@ -77,6 +109,7 @@ def tidy(
         leftover.unlink(missing_ok=True)
     worktrees.drop_integration()
     git.prune_worktrees(root)
+    forget_launches(root, [m.id for m in merged_here])
     branches = set(git.branches(root, "milestone/*"))
     if not cfg.keep_worktrees:
         remove_worktrees(root, worktrees, [m for m in merged_here if f"milestone/{m.id}" in branches])

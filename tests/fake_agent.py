@@ -13,8 +13,9 @@ parent of the worktree, to prove the runner never commits it), commit "message" 
 everything itself, as an agent that ignores the rules would).
 Resilience keys: sleep_random [low, high] seconds; chatter [interval, seconds] prints a line
 every interval; print_after [lines], printed after the writes and sleeps; ignore_term (SIGTERM
-is ignored); kill_parent (SIGKILLs the runner that started it: a crash). A SIGTERM that is not
-ignored is logged as event "terminated" before the agent exits.
+is ignored); kill_parent (SIGKILLs the runner that started it, not the wrapper between them:
+a crash); wait_for_file [path, seconds] first waits (bounded) until that file exists. A SIGTERM
+that is not ignored is logged as event "terminated" before the agent exits.
 """
 
 from __future__ import annotations
@@ -53,6 +54,11 @@ def default_entry(milestone: str, role: str) -> dict:
 
 
 def act(entry: dict, role: str) -> int:
+    if entry.get("wait_for_file"):
+        path, seconds = entry["wait_for_file"]
+        deadline = time.monotonic() + float(seconds)
+        while not Path(path).exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
     for line in entry.get("print", []):
         print(line, flush=True)
     for path, content in entry.get("write", {}).items():
@@ -72,7 +78,7 @@ def act(entry: dict, role: str) -> int:
             print(f"working {n}", flush=True)
             time.sleep(interval)
     if entry.get("kill_parent"):
-        os.kill(os.getppid(), signal.SIGKILL)
+        os.kill(runner_pid(), signal.SIGKILL)
     for line in entry.get("print_after", []):
         print(line, flush=True)
     while entry.get("hang"):
@@ -87,6 +93,14 @@ def act(entry: dict, role: str) -> int:
     if role == "resolve":
         return resolve(entry.get("resolve", "both"))
     return int(entry.get("exit", 0))
+
+
+def runner_pid() -> int:
+    """The runner that started this agent: the parent of the wrapper it runs under."""
+    import psutil
+
+    parent = psutil.Process(os.getppid())
+    return int(parent.ppid()) if "ccorch.agent_wrapper" in parent.cmdline() else parent.pid
 
 
 def review(entry: dict) -> None:

@@ -194,6 +194,7 @@ def test_resume_after_runner_killed_mid_stage(project: Project) -> None:
             "1B": {"implement": [{"write": {"1B-partial.txt": "half"}, "hang": True}, {"write": {"1B.txt": "b"}}]},
         }
     )
+    project.configure(agent={"idle_timeout_minutes": 0.25})  # the hanging agent, adopted, is cut 15 s after its start
     env = {**os.environ, "NO_COLOR": "1"}
     runner = subprocess.Popen(
         (sys.executable, str(ORCHESTRATOR)),
@@ -220,7 +221,8 @@ def test_resume_after_runner_killed_mid_stage(project: Project) -> None:
     assert plain.returncode == 2 and "--resume" in plain.stderr
     out = project.run("--resume")
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "stopping agent pid" in out.stdout
+    # the hanging agent is taken over, not stopped; the idle watchdog then ends it, counting from its last output
+    assert f"1B: agent pid {hanging_pid} of the previous run runs on; taking it over" in out.stdout
     assert not _alive(hanging_pid)
     assert project.trailers() == ["2A", "1B", "1A"]
     assert project.show("1B-partial.txt") == "half"  # the partial work was kept and handed on
