@@ -1,5 +1,9 @@
 """The chaos test: SIGKILL the runner at 20 seeded random moments, `--resume` after each, same end result.
 
+Every agent appends its deliverable, and every start is a line in the fake agent's log: an agent
+started twice would show in both. Agents outlive the runner and a resume takes them over, so each
+milestone's agent is started exactly once per role (bench/chaos.py: 200 kills under CPU load).
+
 Most kills come a random moment after the runner's k-th line of output (k and the moment drawn
 from SEED), so they land wherever the runner is: agents running, commits, checks, reviews,
 merges, state writes, cleanup, its own start. Half of those kill the runner's whole process
@@ -52,10 +56,10 @@ class Kill(NamedTuple):
     group: bool = False  # the runner's process group (its git commands too), not the runner alone
 
 
-def schedule(rng: random.Random) -> list[Kill]:
-    aimed = dict(zip(rng.sample(range(1, KILLS - 2), len(AIMED)), AIMED, strict=True))
+def schedule(rng: random.Random, count: int = KILLS) -> list[Kill]:
+    aimed = dict(zip(rng.sample(range(1, count - 2), len(AIMED)), AIMED, strict=True))
     kills: list[Kill] = []
-    for n in range(KILLS):
+    for n in range(count):
         if n in aimed:
             kills.append(Kill(0, 0.0, aimed[n].format(n=rng.randint(5, 40))))
         else:
@@ -68,10 +72,20 @@ def chaos_plan(p: Project) -> None:
         p.milestone(mid, f"Chaos {mid}", deps=deps, exit_checks=[f"Its file exists (`test -f {mid}.txt`)"])
     p.configure(max_parallel_tasks=2)
     p.commit_plan()
-    work = {mid: {f"{mid}.txt": f"work of {mid}\n", f"src/{mid.lower()}.py": f"ID = {mid!r}\n"} for mid in PLAN}
     p.script(
         {
-            **{mid: {"implement": [{"sleep_random": [0.05, 0.5], "write": files}]} for mid, files in work.items()},
+            **{
+                mid: {
+                    "implement": [
+                        {
+                            "append": {f"{mid}.txt": f"work of {mid}\n"},  # twice if started twice
+                            "write": {f"src/{mid.lower()}.py": f"ID = {mid!r}\n"},
+                            "sleep_random": [0.05, 0.5],
+                        }
+                    ]
+                }
+                for mid in PLAN
+            },
             "*": {"review": [{"sleep_random": [0.0, 0.3], "verdict": "pass"}]},
         }
     )
@@ -154,8 +168,19 @@ def alive(pid: int) -> bool:
 def test_sigkill_at_random_moments_then_resume_gives_the_same_result(project: Project) -> None:
     chaos_plan(project)
     started = time.monotonic()
+    landed = kill_and_resume(project, schedule(random.Random(SEED)))
+    elapsed = time.monotonic() - started
+    assert_the_plan_landed_once(project)
+    survived = sum(not w.startswith("missed") for w in landed)
+    places = ", ".join(f"{w} {landed.count(w)}" for w in sorted(set(landed)))
+    print(f"\nchaos: seed {SEED}: {survived}/{KILLS} kills landed and were survived ({places}); {elapsed:.1f}s")
+    assert survived >= KILLS // 2, f"too many runs had finished before their kill: {landed}"
+
+
+def kill_and_resume(project: Project, kills: list[Kill]) -> list[str]:
+    """Run, kill, resume ... then a last resume to the end; where each kill landed."""
     landed: list[str] = []
-    for n, kill in enumerate(schedule(random.Random(SEED))):
+    for n, kill in enumerate(kills):
         runner = Runner(project, resume=n > 0, fault=kill.fault)
         code = runner.kill_after(kill)
         output = "\n".join(runner.lines)
@@ -165,8 +190,18 @@ def test_sigkill_at_random_moments_then_resume_gives_the_same_result(project: Pr
         assert len(trailers) == len(set(trailers)), f"kill {n}: a milestone was merged twice: {trailers}"
     final = project.run("--resume", timeout=WAIT * 3)
     assert final.returncode == 0, final.stdout + final.stderr
-    elapsed = time.monotonic() - started
+    return landed
 
+
+def agent_starts(p: Project) -> dict[tuple[str, str], int]:
+    """How often each (milestone, role) agent was started."""
+    starts = [(c["milestone"], c["role"]) for c in p.agent_calls() if c["event"] == "start"]
+    return {key: starts.count(key) for key in sorted(set(starts))}
+
+
+def assert_the_plan_landed_once(project: Project) -> None:
+    starts = agent_starts(project)
+    assert {k: n for k, n in starts.items() if n != 1} == {}, "every agent is started exactly once"
     assert sorted(project.trailers()) == sorted(PLAN), "every milestone is merged exactly once"
     assert sorted(merge_commits(project)) == sorted(PLAN)
     for mid in PLAN:
@@ -179,10 +214,6 @@ def test_sigkill_at_random_moments_then_resume_gives_the_same_result(project: Pr
     assert not list((project.root / ".worktree").glob("*")), "a folder is left in .worktree/"
     assert project.branches() == [] and project.branches("orchestrator/*") == []
     assert not (project.root / ".orchestrator" / "lock").exists(), "the lock is left behind"
-    survived = sum(not w.startswith("missed") for w in landed)
-    places = ", ".join(f"{w} {landed.count(w)}" for w in sorted(set(landed)))
-    print(f"\nchaos: seed {SEED}: {survived}/{KILLS} kills landed and were survived ({places}); {elapsed:.1f}s")
-    assert survived >= KILLS // 2, f"too many runs had finished before their kill: {landed}"
 
 
 def assert_tasks_file_agrees_with_git(p: Project) -> None:
