@@ -54,7 +54,7 @@ def one_round(folder: Path, rng: random.Random, mode: str) -> tuple[list[str], d
         assert_the_plan_landed_once(project)
         problem = ""
     except AssertionError as e:
-        landed, problem = [], str(e).splitlines()[0] if str(e) else "assertion failed"
+        landed, problem = [], " | ".join(str(e).splitlines()[-12:]) or "assertion failed"
     return landed, agent_starts(project), problem
 
 
