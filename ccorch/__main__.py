@@ -4,4 +4,4 @@ rather than importing it, so no module of this package imports the top of the la
 
 import runpy
 
-runpy.run_module("orchestrator", run_name="__main__", alter_sys=True)
+runpy.run_module("orchestrator", run_name="__main__")  # sys.argv[0] stays: help says `python -m ccorch`

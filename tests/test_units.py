@@ -8,11 +8,13 @@ import dataclasses
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from conftest import init_repo
 
+import ccorch
 from advanced import MilestoneValidator, WorktreeManager
 from ccorch import git, presets, render, tasksfile
 from ccorch.config import Config, ValidationConfig, load_config
@@ -22,6 +24,8 @@ from ccorch.plan import Plan
 from ccorch.reporter import Reporter
 from ccorch.state import MilestoneState, StateStore, update
 from ccorch.stops import StopControl
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -187,3 +191,11 @@ def test_the_reporter_records_a_failure_writes_tasks_md_and_says_why(
     finally:
         notifier.close()
         store.close()
+
+
+def test_python_dash_m_names_itself_in_help_and_version() -> None:
+    """`python -m ccorch` runs orchestrator.py as a script; its help and --version still say how it was started."""
+    out = subprocess.run(
+        (sys.executable, "-m", ccorch.__name__, "--version"), capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
+    assert (out.returncode, out.stdout) == (0, f"python -m {ccorch.__name__} {ccorch.__version__}\n")
