@@ -69,16 +69,16 @@ def test_write_turn_then_text_turn(claude_cli: str, fake_anthropic: FakeAnthropi
     assert '"tool_result"' in conversation_text(second)
 
 
-def test_cli_reaches_the_api_within_5s_of_launch(
-    claude_cli: str, fake_anthropic: FakeAnthropic, tmp_path: Path
-) -> None:
+def test_cli_reaches_the_api_soon_after_launch(claude_cli: str, fake_anthropic: FakeAnthropic, tmp_path: Path) -> None:
     env = fa.claude_env(fake_anthropic, tmp_path / "scratch")
     launched = time.monotonic()
 
     run_claude(claude_cli, make_workdir(tmp_path), env, "hi", timeout=30)
 
     first_post = fake_anthropic.main_requests[0].received_at
-    assert first_post - launched < 5.0
+    # Catches a CLI that waits on an outside host first (a network timeout is 30 s or more);
+    # the start-up figure itself is a timing and belongs in bench/.
+    assert first_post - launched < 15.0
 
 
 def test_usage_limit_reports_reset(claude_cli: str, fake_anthropic: FakeAnthropic, tmp_path: Path) -> None:

@@ -506,7 +506,7 @@ def test_stop_one_milestone_is_heard_while_another_agent_chatters(project: Proje
     project.commit_plan()
     project.script(
         {
-            "1A": {"implement": [{"chatter": [0.1, 6], "write": {"1A.txt": "a"}}]},
+            "1A": {"implement": [{"chatter": [0.1, 12], "write": {"1A.txt": "a"}}]},
             "1B": {"implement": [{"hang": True}]},
         }
     )
@@ -515,7 +515,7 @@ def test_stop_one_milestone_is_heard_while_another_agent_chatters(project: Proje
         asked = time.time()
         assert project.run("stop", "1B", timeout=WAIT).returncode == 0
         ended = wait_for(lambda: terminated(project, "1B"), "1B to be stopped")
-        assert float(ended["end"]) - asked < 3.0  # not only once 1A is quiet
+        assert float(ended["end"]) - asked < 6.0  # not only once 1A is quiet (12 s of chatter; slack for a loaded CI)
         assert runner.wait(timeout=WAIT) == 1
     assert project.statuses() == {"1A": "done", "1B": "failed"}
 
