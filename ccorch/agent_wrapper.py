@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO
 
-from ccorch import launches
+from ccorch import envfile, launches, redact
 
 _DRAIN_S = 2.0  # output still coming after the agent exited: a child of it holds the pipe
 
@@ -115,8 +115,6 @@ def _pump(agent: subprocess.Popen[bytes], log: IO[bytes], mask: Callable[[str], 
 
 def _masker(dotenv: str) -> Callable[[str], str]:
     """Secrets (.env values, secret-named variables, key shapes) never reach the log."""
-    from ccorch import envfile, redact
-
     try:
         values = envfile.read_dotenv(Path(dotenv).parent) if dotenv else {}
     except (OSError, ValueError):

@@ -131,3 +131,18 @@ def test_every_preset_has_one_record() -> None:
     assert tuple(presets.REGISTRY) == presets.PRESETS
     assert all(presets.get(name).name == name for name in presets.PRESETS)
     assert presets.get("no-such-agent").auth_hint is None
+
+
+def test_a_function_level_project_import_says_why() -> None:
+    """Imports inside functions hide the layers; one for start-up speed is fine when its comment says so."""
+    unexplained = []
+    for name, tree in TREES.items():
+        lines = SOURCES[name].read_text(encoding="utf-8").splitlines()
+        for func in ast.walk(tree):
+            if not isinstance(func, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(func):
+                project = isinstance(node, (ast.Import, ast.ImportFrom)) and _imports(name, ast.Module([node], []))
+                if project and "#" not in lines[node.lineno - 1]:
+                    unexplained.append(f"{SOURCES[name].relative_to(ROOT)}:{node.lineno}")
+    assert unexplained == [], "import at the top, or say why it is imported here (start-up speed)"
