@@ -24,13 +24,13 @@ from typing import NamedTuple, Protocol
 
 import tenacity
 
-from ccorch import git, limits, proc, safe_delete
-from ccorch.agents import AgentRun
-from ccorch.config import Config, MonitorConfig, ValidationConfig
-from ccorch.errors import OrchestratorError
-from ccorch.plan import Check, Milestone
-from ccorch.redact import EMPTY, Leak, Redactor
-from ccorch.state import Ownership
+from orchestrator_lib import git, limits, proc, safe_delete
+from orchestrator_lib.agents import AgentRun
+from orchestrator_lib.config import Config, MonitorConfig, ValidationConfig
+from orchestrator_lib.errors import OrchestratorError
+from orchestrator_lib.plan import Check, Milestone
+from orchestrator_lib.redact import EMPTY, Leak, Redactor
+from orchestrator_lib.state import Ownership
 
 Sleep = Callable[[float], bool]  # sleeps up to N seconds; True when woken by a stop
 

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Claude Code Orchestrator: milestone files in, reviewed and merged code out.
 
-Read top-down: main() parses the command line (its options live in ccorch/cli.py) and catches
+Read top-down: main() parses the command line (its options live in orchestrator_lib/cli.py) and catches
 the one error root; Runner.run() is the workflow (plan → stages → parallel milestones → integration).
-Mechanisms live in advanced.py; plan parsing, agents, state and views in ccorch/.
+Mechanisms live in advanced.py; plan parsing, agents, state and views in orchestrator_lib/.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from advanced import MilestoneValidator, RateLimitManager, SystemMonitor, WorktreeManager
-from ccorch import (
+from orchestrator_lib import (
     agents,
     commands,
     draft,
@@ -39,8 +39,8 @@ from ccorch import (
     template,
     worktree_prep,
 )
-from ccorch.cli import build_parser, normalise
-from ccorch.errors import (
+from orchestrator_lib.cli import build_parser, normalise
+from orchestrator_lib.errors import (
     EXIT_INTERNAL,
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -48,16 +48,16 @@ from ccorch.errors import (
     OrchestratorError,
     UsageError,
 )
-from ccorch.integration import StageMerger
-from ccorch.lock import RunLock
-from ccorch.metrics import MetricsSampler, state_reader
-from ccorch.notify import Announcer, Notifier
-from ccorch.pipeline import Job, MilestoneResult, Progress, Services, run_milestone
-from ccorch.plan import Milestone
-from ccorch.project import Project, check_project, load_project
-from ccorch.reporter import Reporter, clock, say, setup_logging
-from ccorch.state import STATE_DIR, MilestoneState, Ownership, StateStore, update
-from ccorch.stops import StopControl
+from orchestrator_lib.integration import StageMerger
+from orchestrator_lib.lock import RunLock
+from orchestrator_lib.metrics import MetricsSampler, state_reader
+from orchestrator_lib.notify import Announcer, Notifier
+from orchestrator_lib.pipeline import Job, MilestoneResult, Progress, Services, run_milestone
+from orchestrator_lib.plan import Milestone
+from orchestrator_lib.project import Project, check_project, load_project
+from orchestrator_lib.reporter import Reporter, clock, say, setup_logging
+from orchestrator_lib.state import STATE_DIR, MilestoneState, Ownership, StateStore, update
+from orchestrator_lib.stops import StopControl
 
 HERE = Path(__file__).resolve().parent
 log = logging.getLogger("orchestrator")

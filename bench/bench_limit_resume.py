@@ -34,7 +34,7 @@ import fake_anthropic as fa  # noqa: E402
 from claude_support import find_claude_cli  # noqa: E402
 
 sys.path.insert(0, str(HERE.parent))
-from ccorch.config import RateLimitConfig  # noqa: E402
+from orchestrator_lib.config import RateLimitConfig  # noqa: E402
 
 TARGET_SECONDS = 5.0
 

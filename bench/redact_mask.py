@@ -22,7 +22,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from ccorch.redact import Redactor  # noqa: E402
+from orchestrator_lib.redact import Redactor  # noqa: E402
 
 
 def lines(count: int) -> list[str]:

@@ -27,7 +27,7 @@ HERE = Path(__file__).resolve().parent
 ORCHESTRATOR = HERE.parent / "orchestrator.py"
 sys.path.insert(0, str(HERE.parent))
 
-from ccorch.state import MilestoneState, StateStore  # noqa: E402
+from orchestrator_lib.state import MilestoneState, StateStore  # noqa: E402
 
 STAGES, PER_STAGE, MERGED_STAGES = 10, 10, 3
 

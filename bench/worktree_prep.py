@@ -26,8 +26,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from ccorch import worktree_prep  # noqa: E402
-from ccorch.config import WorktreeConfig  # noqa: E402
+from orchestrator_lib import worktree_prep  # noqa: E402
+from orchestrator_lib.config import WorktreeConfig  # noqa: E402
 
 
 def git(cwd: Path, *args: str) -> None:

@@ -32,7 +32,7 @@ hypothesis.settings.register_profile(
 hypothesis.settings.register_profile("deep", parent=hypothesis.settings.get_profile("ci"), max_examples=3000)
 hypothesis.settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 if not os.environ.get("HYPOTHESIS_STORAGE_DIRECTORY"):  # its caches go to the temp folder, not the checkout
-    hypothesis.configuration.set_hypothesis_home_dir(Path(tempfile.gettempdir()) / "ccorch-hypothesis")
+    hypothesis.configuration.set_hypothesis_home_dir(Path(tempfile.gettempdir()) / "orchestrator_lib-hypothesis")
 ORCHESTRATOR = REPO / "orchestrator.py"
 FAKE_AGENT = Path(__file__).resolve().parent / "fake_agent.py"
 if str(REPO) not in sys.path:
@@ -163,7 +163,7 @@ class Project:
 
     def paused_until(self) -> float:
         """The run's persisted pause, read straight from the state store (faster than `status`)."""
-        from ccorch.state import StateStore
+        from orchestrator_lib.state import StateStore
 
         store = StateStore.open(self.root, readonly=True)
         if store is None:

@@ -100,7 +100,7 @@ def runner_pid() -> int:
     import psutil
 
     parent = psutil.Process(os.getppid())
-    return int(parent.ppid()) if "ccorch.agent_wrapper" in parent.cmdline() else parent.pid
+    return int(parent.ppid()) if "orchestrator_lib.agent_wrapper" in parent.cmdline() else parent.pid
 
 
 def review(entry: dict) -> None:

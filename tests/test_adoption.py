@@ -20,7 +20,7 @@ import pytest
 from conftest import Project
 from live import agent_started, alive, milestone, start, wait_for
 
-from ccorch import launches
+from orchestrator_lib import launches
 
 WAIT = 60.0
 
@@ -189,7 +189,7 @@ def test_the_wrapper_runs_in_a_session_of_its_own(project: Project) -> None:
         wrapper, agent = psutil.Process(status.wrapper_pid), psutil.Process(status.agent_pid)
         assert os.getsid(wrapper.pid) == wrapper.pid != os.getsid(runner.pid)
         assert os.getpgid(agent.pid) == agent.pid and agent.ppid() == wrapper.pid
-        assert "ccorch.agent_wrapper" in wrapper.cmdline()
+        assert "orchestrator_lib.agent_wrapper" in wrapper.cmdline()
     finally:
         runner.send_signal(signal.SIGTERM)
         try:

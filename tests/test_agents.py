@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from ccorch import agents
-from ccorch.config import AgentConfig
+from orchestrator_lib import agents
+from orchestrator_lib.config import AgentConfig
 
 WORKTREE = Path("/work/repo/.worktree/1A")
 PROMPT_FILE = Path("/work/repo/.orchestrator/prompts/1A-implement.md")

@@ -20,8 +20,8 @@ import pytest
 from bad_input import fingerprint, unwritable
 from conftest import Project
 
-from ccorch import config as configuration
 from orchestrator import main
+from orchestrator_lib import config as configuration
 
 Setup = Callable[[Path], None]
 
@@ -444,7 +444,7 @@ def test_a_read_only_state_database_is_called_read_only(planned: Project, capsys
 
 
 def test_the_state_store_says_read_only_when_a_write_is_refused(tmp_path: Path) -> None:
-    from ccorch.state import StateStore, StateWriteError
+    from orchestrator_lib.state import StateStore, StateWriteError
 
     store = StateStore.open(tmp_path)
     assert store is not None
@@ -464,7 +464,7 @@ def test_the_state_store_says_read_only_when_a_write_is_refused(tmp_path: Path) 
 
 def _state(rows: list[tuple[str, str]], run: str | None = None) -> Setup:
     def write(root: Path) -> None:
-        from ccorch.state import StateStore
+        from orchestrator_lib.state import StateStore
 
         store = StateStore.open(root)
         assert store is not None

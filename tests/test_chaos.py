@@ -9,7 +9,7 @@ from SEED), so they land wherever the runner is: agents running, commits, checks
 merges, state writes, cleanup, its own start. Half of those kill the runner's whole process
 group, its git commands with it (what stopping a container does); agents run in their own
 groups and live on, as they would. The rest are aimed through the runner's fault hook
-(ccorch/faults.py) at the places a timer hits least often: the stage's merges, the instant
+(orchestrator_lib/faults.py) at the places a timer hits least often: the stage's merges, the instant
 before the base branch moves, the instant before a state change commits. The schedule is
 reproducible; the timing on the machine is not, and the invariants must hold either way.
 """

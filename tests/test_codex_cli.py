@@ -18,7 +18,7 @@ import pytest
 from conftest import Project
 from fake_openai import FakeOpenAI, RecordedRequest
 
-from ccorch.agents import AUTH_HINTS
+from orchestrator_lib.agents import AUTH_HINTS
 
 WAIT = 60.0
 
@@ -198,7 +198,7 @@ CODEX_RUN = "\n".join(
 
 
 def test_the_report_of_a_codex_run_names_its_session_and_tokens() -> None:
-    from ccorch.limits import read_report
+    from orchestrator_lib.limits import read_report
 
     report = read_report("noise\n" + CODEX_RUN)
     assert (report.session_id, report.input_tokens, report.output_tokens) == (
@@ -210,14 +210,14 @@ def test_the_report_of_a_codex_run_names_its_session_and_tokens() -> None:
 
 
 def test_a_codex_reviewer_verdict_is_its_last_message(tmp_path: Path) -> None:
-    from ccorch.review import read_verdict
+    from orchestrator_lib.review import read_verdict
 
     review = read_verdict(tmp_path / "none.json", CODEX_RUN)
     assert review is not None and review.passed and review.findings == ("fine",)
 
 
 def test_codex_logs_read_as_a_transcript() -> None:
-    from ccorch.transcript import readable
+    from orchestrator_lib.transcript import readable
 
     lines = [readable(line) for line in CODEX_RUN.splitlines()]
     assert lines == [
@@ -230,8 +230,8 @@ def test_codex_logs_read_as_a_transcript() -> None:
 
 
 def test_a_codex_session_is_resumed_with_exec_resume(tmp_path: Path) -> None:
-    from ccorch.agents import build_invocation
-    from ccorch.config import AgentConfig
+    from orchestrator_lib.agents import build_invocation
+    from orchestrator_lib.config import AgentConfig
 
     agent = AgentConfig(preset="codex", executable="codex", model="gpt-fake", extra_args=("-c", "x=1"))
     common: dict[str, Any] = {

@@ -17,9 +17,9 @@ from pathlib import Path
 
 from conftest import ORCHESTRATOR, REPO, Project
 
-from ccorch import notify, server
-from ccorch.config import Config
-from ccorch.metrics import MetricsSampler
+from orchestrator_lib import notify, server
+from orchestrator_lib.config import Config
+from orchestrator_lib.metrics import MetricsSampler
 
 README = (REPO / "README.md").read_text()
 SH = (REPO / "orchestrator.sh").read_text()
@@ -192,7 +192,7 @@ def test_metrics_json_keys_are_the_documented_ones(tmp_path: Path) -> None:
         def own_rss(self) -> int:
             return 1
 
-    from ccorch.state import MilestoneState
+    from orchestrator_lib.state import MilestoneState
 
     records = {"1A": MilestoneState("1A", 1, "A", status="running", agent_pid=5, started_at=1.0)}
     document = MetricsSampler(tmp_path / "m.json", 10, Monitor(), lambda: records).record()

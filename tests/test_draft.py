@@ -15,9 +15,9 @@ import fake_anthropic as fa
 from conftest import REPO, Project, run_orchestrator
 from fake_anthropic import FakeAnthropic
 
-from ccorch import draft
-from ccorch.config import Config
-from ccorch.plan import load_plan
+from orchestrator_lib import draft
+from orchestrator_lib.config import Config
+from orchestrator_lib.plan import load_plan
 
 PRD = "# Text statistics\n\nA tool that counts the words and lines of a file and reports both.\n"
 UNKNOWN_DEP = "2A depends on 1C, which is not in the plan: add milestones/1C.md or remove the dependency"
@@ -227,7 +227,7 @@ def test_renumbering_renames_dependencies_among_the_new_milestones_only() -> Non
 
 def test_agent_runs_follow_the_review_settings() -> None:
     assert draft.agent_runs(3, Config()).startswith("agent runs: 6 (an implementation and a review")
-    from ccorch.config import ReviewConfig
+    from orchestrator_lib.config import ReviewConfig
 
     off = Config(review=ReviewConfig(enabled=False, max_rounds=2))
     assert draft.agent_runs(3, off).startswith("agent runs: 3 (an implementation for each milestone); up to 6")

@@ -23,9 +23,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import orchestrator
-from ccorch.config import CONFIG_FILE, Config, load_config
-from ccorch.errors import UsageError
-from ccorch.plan import Problem, check_plan, load_plan, parse_estimate
+from orchestrator_lib.config import CONFIG_FILE, Config, load_config
+from orchestrator_lib.errors import UsageError
+from orchestrator_lib.plan import Problem, check_plan, load_plan, parse_estimate
 
 # Pieces of milestone files, so the fuzzer reaches deep into the parser rather than
 # stopping at "no title" on every input.

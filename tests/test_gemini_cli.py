@@ -21,7 +21,7 @@ import pytest
 from conftest import Project
 from fake_openai import FakeOpenAI, RecordedRequest
 
-from ccorch.agents import AUTH_HINTS
+from orchestrator_lib.agents import AUTH_HINTS
 
 WAIT = 90.0
 FAKE_GEMINI_KEY = "test-gemini-key-not-secret"

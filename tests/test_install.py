@@ -16,11 +16,11 @@ from pathlib import Path
 
 from conftest import ORCHESTRATOR, REPO
 
-import ccorch
+import orchestrator_lib
 
 # Read before the autouse fixture points HOME at a temp folder: installs reuse the user's pip cache.
 PIP_CACHE = os.environ.get("PIP_CACHE_DIR") or str(Path.home() / ".cache" / "pip")
-PACKAGE = ccorch.__name__
+PACKAGE = orchestrator_lib.__name__
 SLOW = 600  # seconds; a cold pip cache downloads the dependencies
 
 
@@ -73,7 +73,7 @@ def _check_the_installed_command(bin_dir: Path, tmp: Path) -> None:
     command = str(bin_dir / "orchestrator")
 
     version = _run([command, "--version"], elsewhere)
-    assert (version.returncode, version.stdout) == (0, f"orchestrator {ccorch.__version__}\n"), version
+    assert (version.returncode, version.stdout) == (0, f"orchestrator {orchestrator_lib.__version__}\n"), version
 
     helped = _run([command, "--help"], elsewhere)
     from_checkout = _run([sys.executable, str(ORCHESTRATOR), "--help"], REPO)
@@ -85,7 +85,8 @@ def _check_the_installed_command(bin_dir: Path, tmp: Path) -> None:
     assert Path(where.stdout.strip()).is_relative_to(bin_dir.parent), where  # the installed code, not the checkout
 
     reference = _run(
-        [str(bin_dir / "python"), "-c", "from ccorch import draft; print(draft.format_reference())"], elsewhere
+        [str(bin_dir / "python"), "-c", "from orchestrator_lib import draft; print(draft.format_reference())"],
+        elsewhere,
     )
     assert reference.stdout == (REPO / "docs" / "milestones.md").read_text() + "\n"  # draft's prompt embeds it
 

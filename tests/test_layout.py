@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ccorch import presets
+from orchestrator_lib import presets
 
 ROOT = Path(__file__).resolve().parent.parent
 MAX_CLASS, MAX_FUNCTION, MAX_FILE = 300, 60, 800
@@ -66,8 +66,8 @@ def _cycle_from(start: str) -> list[str] | None:
 
 
 def test_the_checks_see_the_project() -> None:
-    assert {"orchestrator", "advanced", "ccorch.pipeline", "ccorch.presets"} <= SOURCES.keys()
-    assert "ccorch.pipeline" in GRAPH["orchestrator"]
+    assert {"orchestrator", "advanced", "orchestrator_lib.pipeline", "orchestrator_lib.presets"} <= SOURCES.keys()
+    assert "orchestrator_lib.pipeline" in GRAPH["orchestrator"]
 
 
 @pytest.mark.parametrize("module", sorted(SOURCES))
@@ -119,11 +119,11 @@ def test_preset_names_are_a_literal_list_in_one_module() -> None:
                 strings = {e.value for e in node.elts if isinstance(e, ast.Constant) and isinstance(e.value, str)}
                 if len(strings & names) >= 2:
                     holders.add(f"{SOURCES[name].relative_to(ROOT)}:{node.lineno}")
-    assert holders == {f"ccorch/presets.py:{_line_of_presets()}"}
+    assert holders == {f"orchestrator_lib/presets.py:{_line_of_presets()}"}
 
 
 def _line_of_presets() -> int:
-    source = (ROOT / "ccorch" / "presets.py").read_text(encoding="utf-8").splitlines()
+    source = (ROOT / "orchestrator_lib" / "presets.py").read_text(encoding="utf-8").splitlines()
     return next(i for i, line in enumerate(source, 1) if line.startswith("PRESETS = ("))
 
 

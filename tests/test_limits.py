@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from ccorch.limits import (
+from orchestrator_lib.limits import (
     AgentReport,
     Classification,
     Kind,

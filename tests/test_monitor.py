@@ -25,9 +25,9 @@ from live import agent_started, milestone, output, running, start, wait_for
 import advanced
 import orchestrator
 from advanced import PsutilProbe, SystemMonitor
-from ccorch.config import MonitorConfig
-from ccorch.metrics import MetricsSampler
-from ccorch.state import MilestoneState
+from orchestrator_lib.config import MonitorConfig
+from orchestrator_lib.metrics import MetricsSampler
+from orchestrator_lib.state import MilestoneState
 
 MB = 1024**2
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import Project
 
-from ccorch import render
+from orchestrator_lib import render
 
 HAND_WRITTEN = b"# My tasks\r\n\r\n- [ ] call the bank \xc3\xbc\r\n- [x] nothing else"
 
@@ -128,8 +128,8 @@ def test_a_generated_tasks_file_is_rewritten_while_unedited(project: Project) ->
 
 
 def test_the_mark_proves_the_file_unedited() -> None:
-    from ccorch.plan import Milestone, Plan
-    from ccorch.state import RunState
+    from orchestrator_lib.plan import Milestone, Plan
+    from orchestrator_lib.state import RunState
 
     plan = Plan((Milestone("1A", 1, "A", "Alpha", Path("1A.md"), "", (), "", (), (), None, ""),))
     text = render.tasks_markdown(render.snapshot(plan, {}, RunState()))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ccorch.plan import (
+from orchestrator_lib.plan import (
     Check,
     Milestone,
     Plan,

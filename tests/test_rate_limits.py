@@ -18,8 +18,8 @@ import pytest
 from conftest import ORCHESTRATOR, Project
 
 from advanced import RateLimitManager
-from ccorch import config as configuration
-from ccorch.agents import AgentRun
+from orchestrator_lib import config as configuration
+from orchestrator_lib.agents import AgentRun
 
 DATA = Path(__file__).parent / "data" / "limits"
 NOW = 1_800_000_000.0

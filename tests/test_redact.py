@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from ccorch.redact import DOTENV_MARKER, SECRET_MARKER, Redactor, looks_secret, strip_controls, strip_line
+from orchestrator_lib.redact import DOTENV_MARKER, SECRET_MARKER, Redactor, looks_secret, strip_controls, strip_line
 
 ANTHROPIC = "sk-ant-api03-" + "A1b2C3d4" * 6
 DOTENV_VALUE = "hunter2-but-longer"

@@ -1,6 +1,6 @@
 """Nothing lost: the lock, the state store, orphans, signals, restarts, stalls and a full disk.
 
-Real repositories, real runner processes and real signals; the fault hook (ccorch/faults.py)
+Real repositories, real runner processes and real signals; the fault hook (orchestrator_lib/faults.py)
 stands in for a full disk and for a runner that crashes, where nothing else can make them happen.
 """
 
@@ -24,10 +24,10 @@ import pytest
 from conftest import REPO, Project, run_orchestrator
 from live import agent_started, alive, milestone, output, running, start, wait_for
 
-from ccorch import faults
-from ccorch.errors import UsageError
-from ccorch.lock import RunLock
-from ccorch.state import SCHEMA_VERSION, MilestoneState, StateStore, StateWriteError
+from orchestrator_lib import faults
+from orchestrator_lib.errors import UsageError
+from orchestrator_lib.lock import RunLock
+from orchestrator_lib.state import SCHEMA_VERSION, MilestoneState, StateStore, StateWriteError
 
 WAIT = 60.0
 
@@ -339,7 +339,7 @@ def test_stale_git_locks_of_a_killed_git_are_removed(project: Project) -> None:
 
 
 def test_a_lock_is_kept_while_a_git_process_works_in_the_repository(project: Project) -> None:
-    from ccorch import leftovers
+    from orchestrator_lib import leftovers
 
     project.milestone("1A")
     project.commit_plan()
@@ -640,9 +640,9 @@ def test_no_worktree_is_made_while_the_disk_is_short(project: Project) -> None:
 
 def test_a_worktree_waits_for_disk_with_an_injected_probe(project: Project) -> None:
     from advanced import MilestoneValidator, RateLimitManager, SystemMonitor, WorktreeManager
-    from ccorch.config import load_config
-    from ccorch.pipeline import Held, Job, Services, run_milestone
-    from ccorch.plan import load_plan
+    from orchestrator_lib.config import load_config
+    from orchestrator_lib.pipeline import Held, Job, Services, run_milestone
+    from orchestrator_lib.plan import load_plan
 
     project.milestone("1A")
     project.commit_plan()

@@ -15,9 +15,9 @@ import pytest
 from conftest import FAKE_AGENT, Project
 from user_edits import UserEdits
 
-from ccorch import agents
-from ccorch.config import AgentConfig
-from ccorch.review import NO_VERDICT, VERDICT_SCHEMA, read_verdict
+from orchestrator_lib import agents
+from orchestrator_lib.config import AgentConfig
+from orchestrator_lib.review import NO_VERDICT, VERDICT_SCHEMA, read_verdict
 
 FINDINGS = [
     "app.txt says v1, the task asks for v2",

@@ -1,4 +1,4 @@
-"""The guarded delete (ccorch/safe_delete.py) refuses every removal that could hit the user's
+"""The guarded delete (orchestrator_lib/safe_delete.py) refuses every removal that could hit the user's
 repository, and the original bug — `{"worktree_dir": "."}` then `run` deleted the checkout — stays
 fixed with a real run (issue 9 §1)."""
 
@@ -12,8 +12,8 @@ import pytest
 from bad_input import fingerprint
 from conftest import REPO, Project, init_repo
 
-from ccorch import leftovers, safe_delete
-from ccorch.safe_delete import UnsafeDeleteError
+from orchestrator_lib import leftovers, safe_delete
+from orchestrator_lib.safe_delete import UnsafeDeleteError
 
 
 @pytest.fixture
@@ -102,7 +102,7 @@ def test_the_leftovers_repair_aimed_at_the_root_deletes_nothing(repo: Path) -> N
 
 def test_nothing_else_removes_directories() -> None:
     """Every rmtree, rmdir and `git worktree remove` of the product goes through safe_delete."""
-    sources = [REPO / "orchestrator.py", REPO / "advanced.py", *sorted((REPO / "ccorch").glob("*.py"))]
+    sources = [REPO / "orchestrator.py", REPO / "advanced.py", *sorted((REPO / "orchestrator_lib").glob("*.py"))]
     pattern = re.compile(r"rmtree|\.rmdir\(|\"worktree\", \"remove\"|os\.removedirs")
     offenders = [
         f"{path.name}:{n}"

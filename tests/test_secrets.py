@@ -14,7 +14,7 @@ from pathlib import Path
 from conftest import ORCHESTRATOR, Project
 from live import start, wait_for
 
-from ccorch.redact import DOTENV_MARKER, SECRET_MARKER
+from orchestrator_lib.redact import DOTENV_MARKER, SECRET_MARKER
 
 DOTENV_KEY = "sk-ant-api03-" + "Zq9" * 14 + "-AA"  # ANTHROPIC_API_KEY in .env
 DOTENV_PLAIN = "correct-horse-battery-staple"  # a .env value of no known shape

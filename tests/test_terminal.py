@@ -16,9 +16,9 @@ from collections.abc import Iterator
 import pytest
 from conftest import ORCHESTRATOR, Project
 
-from ccorch import render, server
-from ccorch.plan import Plan
-from ccorch.state import RunState
+from orchestrator_lib import render, server
+from orchestrator_lib.plan import Plan
+from orchestrator_lib.state import RunState
 
 HOSTILE_TITLE = "Evil\x1b]0;pwned title\x07 \x1b[31mred\x1b[0m\x9b2J title\x00\x85"
 HOSTILE_OUTPUT = [

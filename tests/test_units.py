@@ -14,16 +14,16 @@ from pathlib import Path
 import pytest
 from conftest import init_repo
 
-import ccorch
+import orchestrator_lib
 from advanced import MilestoneValidator, WorktreeManager
-from ccorch import git, presets, render, tasksfile
-from ccorch.config import Config, ValidationConfig, load_config
-from ccorch.errors import EXIT_FAILED, UsageError
-from ccorch.notify import Announcer, Notifier
-from ccorch.plan import Plan
-from ccorch.reporter import Reporter
-from ccorch.state import MilestoneState, StateStore, update
-from ccorch.stops import StopControl
+from orchestrator_lib import git, presets, render, tasksfile
+from orchestrator_lib.config import Config, ValidationConfig, load_config
+from orchestrator_lib.errors import EXIT_FAILED, UsageError
+from orchestrator_lib.notify import Announcer, Notifier
+from orchestrator_lib.plan import Plan
+from orchestrator_lib.reporter import Reporter
+from orchestrator_lib.state import MilestoneState, StateStore, update
+from orchestrator_lib.stops import StopControl
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -194,8 +194,15 @@ def test_the_reporter_records_a_failure_writes_tasks_md_and_says_why(
 
 
 def test_python_dash_m_names_itself_in_help_and_version() -> None:
-    """`python -m ccorch` runs orchestrator.py as a script; its help and --version still say how it was started."""
+    """`python -m orchestrator_lib` runs orchestrator.py as a script; help and --version say how it started."""
     out = subprocess.run(
-        (sys.executable, "-m", ccorch.__name__, "--version"), capture_output=True, text=True, timeout=60, cwd=ROOT
+        (sys.executable, "-m", orchestrator_lib.__name__, "--version"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
     )
-    assert (out.returncode, out.stdout) == (0, f"python -m {ccorch.__name__} {ccorch.__version__}\n")
+    assert (out.returncode, out.stdout) == (
+        0,
+        f"python -m {orchestrator_lib.__name__} {orchestrator_lib.__version__}\n",
+    )

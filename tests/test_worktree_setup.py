@@ -14,9 +14,9 @@ from pathlib import Path
 from conftest import Project
 from live import agent_started
 
-from ccorch.config import WorktreeConfig
-from ccorch.state import StateStore
-from ccorch.worktree_prep import assign_ports, pattern_problem, slug_for
+from orchestrator_lib.config import WorktreeConfig
+from orchestrator_lib.state import StateStore
+from orchestrator_lib.worktree_prep import assign_ports, pattern_problem, slug_for
 
 SECRET = "tok-5f2c9a81d3e64b7a"
 

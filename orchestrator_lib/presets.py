@@ -1,0 +1,69 @@
+"""The agent presets: one record per agent the runner knows. Adding an agent is one entry here plus
+its argv (orchestrator_lib/agents.py), its output patterns (orchestrator_lib/limits.py) and its tests.
+
+PRESETS is the one literal list of their names; config, limits, agents and the pipeline read it
+or the records below.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+PRESETS = ("claude", "codex", "aider", "gemini", "command", "demo")
+
+
+class Preset(NamedTuple):
+    name: str
+    executable: str | None = None  # its CLI's default name; None: given by agent.command or built in
+    install_hint: str | None = None  # how a person installs the CLI
+    auth_hint: str | None = None  # what a person does when it cannot authenticate; the run stops until then
+    # Files it leaves in its worktree that are its own, not the milestone's work: kept out of git
+    # through .git/info/exclude.
+    own_files: tuple[str, ...] = ()
+    resumes_session: bool = False  # a later run continues its own session (usage limit, transient error)
+    # Its exit code does not say whether it worked (aider exits 0 when it gives up on rate limits,
+    # captures/aider_429): a run that changed nothing in git did not succeed.
+    judged_by_git: bool = False
+
+
+_RECORDS = (
+    Preset(
+        PRESETS[0],
+        executable="claude",
+        install_hint="npm install -g @anthropic-ai/claude-code",
+        auth_hint="set a valid ANTHROPIC_API_KEY (in .env or agent.env), or log in again: run `claude` and "
+        "type /login (for a subscription token: `claude setup-token`, then CLAUDE_CODE_OAUTH_TOKEN)",
+        resumes_session=True,
+    ),
+    Preset(
+        PRESETS[1],
+        executable="codex",
+        install_hint="npm install -g @openai/codex",
+        auth_hint="run `codex login`, or set a valid OPENAI_API_KEY (in .env or agent.env)",
+        resumes_session=True,
+    ),
+    Preset(
+        PRESETS[2],
+        executable="aider",
+        install_hint="python -m pip install aider-install && aider-install",
+        auth_hint="set a valid API key for aider's model provider (e.g. ANTHROPIC_API_KEY or OPENAI_API_KEY in .env)",
+        # its chat history and repo-map cache; it runs with --no-gitignore so the user's .gitignore stays untouched
+        own_files=(".aider*",),
+        judged_by_git=True,
+    ),
+    Preset(
+        PRESETS[3],
+        executable="gemini",
+        install_hint="npm install -g @google/gemini-cli",
+        auth_hint="run `gemini` once to log in, or set a valid GEMINI_API_KEY (in .env or agent.env)",
+    ),
+    Preset(PRESETS[4]),  # agent.command: your own agent
+    Preset(PRESETS[5]),  # the built-in offline agent (orchestrator_lib/demo_agent.py)
+)
+REGISTRY: dict[str, Preset] = {p.name: p for p in _RECORDS}
+GENERIC_AUTH_HINT = "check the credentials your agent command uses (agent.env or .env)"
+
+
+def get(name: str) -> Preset:
+    """The record of a preset; an unknown name (config validation rejects those) has no hints."""
+    return REGISTRY.get(name) or Preset(name)
