@@ -86,16 +86,16 @@ install_npm_cli_for_tests() {
   # The tests drive these real agent CLIs against fake servers on 127.0.0.1 too; pinned, in .tools/.
   # Extra npm options follow the spec: Codex ships its binary as an optional dependency
   # (@openai/codex-linux-x64 …), so only Gemini may skip optional (native) packages.
-  local dir="$HERE/.tools/$1" spec="$2"
+  local name="$1" dir="$HERE/.tools/$1" spec="$2"
   shift 2
   local stamp="$dir/.installed-${spec//\//_}"
   # A stamp alone is not enough: an earlier install may lack the CLI's platform binary.
-  [ -f "$stamp" ] && "$dir/node_modules/.bin/$1" --version >/dev/null 2>&1 && return 0
+  [ -f "$stamp" ] && "$dir/node_modules/.bin/$name" --version >/dev/null 2>&1 && return 0
   if ! command -v npm >/dev/null 2>&1; then
     echo "warning: npm not found: the tests that drive the real $spec will be skipped" >&2
     return 0
   fi
-  echo "installing $spec into .tools/$1 (for the tests) ..." >&2
+  echo "installing $spec into .tools/$name (for the tests) ..." >&2
   npm install --prefix "$dir" --no-audit --no-fund --loglevel=error "$@" "$spec" >&2
   touch "$stamp"
 }
