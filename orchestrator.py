@@ -56,7 +56,7 @@ from orchestrator_lib.pipeline import Job, MilestoneResult, Progress, Services, 
 from orchestrator_lib.plan import Milestone
 from orchestrator_lib.project import Project, check_project, load_project
 from orchestrator_lib.reporter import Reporter, clock, say, setup_logging
-from orchestrator_lib.state import STATE_DIR, MilestoneState, Ownership, StateStore, update
+from orchestrator_lib.state import STATE_DIR, MilestoneState, Ownership, StateStore, Status, update
 from orchestrator_lib.stops import StopControl
 
 HERE = Path(__file__).resolve().parent
@@ -322,7 +322,7 @@ class Runner:
         return StageResult(stage, merger.merge(stage, milestones), results)
 
     def _already_done(self, rec: MilestoneState | None) -> bool:
-        return bool(rec and rec.status == "done" and rec.branch and git.branch_exists(self.root, rec.branch))
+        return bool(rec and rec.status == Status.DONE and rec.branch and git.branch_exists(self.root, rec.branch))
 
     def _run_jobs(self, jobs: list[Job]) -> list[MilestoneResult]:
         if not jobs:

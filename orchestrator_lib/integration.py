@@ -16,7 +16,7 @@ from orchestrator_lib.errors import EXIT_OK
 from orchestrator_lib.pipeline import Paused, Services, agent_dir, run_resolver
 from orchestrator_lib.plan import Milestone
 from orchestrator_lib.reporter import Reporter
-from orchestrator_lib.state import MilestoneState, update
+from orchestrator_lib.state import MilestoneState, Status, update
 from orchestrator_lib.stops import StopControl
 from orchestrator_lib.worktree_prep import Isolation, Preparer
 
@@ -142,7 +142,9 @@ class StageMerger:
 
     def _mark_merged(self, milestones: list[Milestone], merges: dict[str, str]) -> dict[str, MilestoneState]:
         record = self.reporter.record
-        return {m.id: update(record(m.id), status="merged", merge_commit=merges[m.id], reason="") for m in milestones}
+        return {
+            m.id: update(record(m.id), status=Status.MERGED, merge_commit=merges[m.id], reason="") for m in milestones
+        }
 
     def _commit_tasks_file(self, stage: int, merged: dict[str, MilestoneState]) -> None:
         store = self.reporter.store
@@ -154,7 +156,7 @@ class StageMerger:
     def _failed(self, stage: int, milestones: list[Milestone], result: Integration) -> int:
         self.worktrees.drop_integration()
         culprit = next((m for m in milestones if m.id == result.failed), milestones[-1])
-        self.reporter.store.put(update(self.reporter.record(culprit.id), status="blocked", reason=result.reason))
+        self.reporter.store.put(update(self.reporter.record(culprit.id), status=Status.BLOCKED, reason=result.reason))
         base = self.worktrees.base_branch
         branches = [(m.id, m.title, self.worktrees.branch_for(m.id)) for m in milestones]
         test = self.cfg.validation.test_command

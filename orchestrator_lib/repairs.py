@@ -14,7 +14,7 @@ from orchestrator_lib import agents, git, launches, leftovers, orphans, safe_del
 from orchestrator_lib.config import Config
 from orchestrator_lib.errors import OrchestratorError, UsageError
 from orchestrator_lib.plan import Milestone, Plan
-from orchestrator_lib.state import STATE_DIR, MilestoneState, StateStore, update
+from orchestrator_lib.state import STATE_DIR, MilestoneState, StateStore, Status, update
 
 if TYPE_CHECKING:
     from advanced import WorktreeManager
@@ -34,16 +34,16 @@ def reconcile(plan: Plan, store: StateStore, merged: dict[str, str]) -> None:
     records = store.milestones()
     for m in plan.milestones:
         rec = records.get(m.id) or MilestoneState(id=m.id, stage=m.stage, title=m.title)
-        if m.id in merged and rec.status != "merged":
-            store.put(update(rec, status="merged", merge_commit=merged[m.id], reason="", agent_pid=0))
-        elif m.id not in merged and rec.status == "merged":
-            store.put(update(rec, status="pending", merge_commit=""))  # the merge was undone
+        if m.id in merged and rec.status != Status.MERGED:
+            store.put(update(rec, status=Status.MERGED, merge_commit=merged[m.id], reason="", agent_pid=0))
+        elif m.id not in merged and rec.status == Status.MERGED:
+            store.put(update(rec, status=Status.PENDING, merge_commit=""))  # the merge was undone
 
 
 def refuse_plain_run_after_interrupt(store: StateStore, resume: bool) -> None:
     if resume:
         return
-    unfinished = [r.id for r in store.milestones().values() if r.status in ("running", "interrupted")]
+    unfinished = [r.id for r in store.milestones().values() if r.status in (Status.RUNNING, Status.INTERRUPTED)]
     if unfinished and store.run().status in ("running", "interrupted"):
         raise UsageError(
             f"a previous run was interrupted ({', '.join(sorted(unfinished))} unfinished): continue it with "

@@ -17,7 +17,7 @@ from orchestrator_lib.errors import EXIT_FAILED, Interrupted
 from orchestrator_lib.notify import Announcer
 from orchestrator_lib.pipeline import Held, MilestoneResult, Paused, Progress
 from orchestrator_lib.plan import Plan
-from orchestrator_lib.state import MilestoneState, StateStore, update
+from orchestrator_lib.state import MilestoneState, StateStore, Status, update
 
 log = logging.getLogger("orchestrator")
 
@@ -63,8 +63,8 @@ class Reporter:
 
     def interrupted(self, root: Path) -> NoReturn:
         for rec in self.store.milestones().values():
-            if rec.status == "running":
-                self.store.put(update(rec, status="interrupted", agent_pid=0))
+            if rec.status == Status.RUNNING:
+                self.store.put(update(rec, status=Status.INTERRUPTED, agent_pid=0))
         self.store.update_run(status="interrupted", finished_at=time.time())
         self.render()
         self.say(
@@ -120,7 +120,7 @@ class Reporter:
     def closing_line(self) -> str:
         records = self.store.milestones()
         total = len(self.plan.milestones)
-        pending = [m for m in self.plan.milestones if m.id not in records or records[m.id].status != "merged"]
+        pending = [m for m in self.plan.milestones if m.id not in records or records[m.id].status != Status.MERGED]
         if not pending:
             return f"all done: {total}/{total} milestones merged"
         return (

@@ -13,6 +13,7 @@ import json
 import sqlite3
 import time
 from collections.abc import Iterator
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -21,7 +22,21 @@ from orchestrator_lib.errors import OrchestratorError, UsageError
 
 SCHEMA_VERSION = 1
 STATE_DIR = ".orchestrator"
-STATUSES = ("pending", "running", "done", "failed", "blocked", "merged", "interrupted")
+
+
+class Status(StrEnum):
+    """A milestone's status; stored, compared and shown as its plain value."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"  # its branch passed checks and review; merged with its stage
+    FAILED = "failed"
+    BLOCKED = "blocked"  # its stage's integration stopped on it
+    MERGED = "merged"  # a `Milestone:` trailer on the base branch says so
+    INTERRUPTED = "interrupted"
+
+
+STATUSES = tuple(Status)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,7 +44,7 @@ class MilestoneState:
     id: str
     stage: int
     title: str
-    status: str = "pending"
+    status: str = Status.PENDING
     attempts: int = 0
     reason: str = ""
     branch: str = ""

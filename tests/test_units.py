@@ -22,7 +22,7 @@ from orchestrator_lib.errors import EXIT_FAILED, UsageError
 from orchestrator_lib.notify import Announcer, Notifier
 from orchestrator_lib.plan import Plan
 from orchestrator_lib.reporter import Reporter
-from orchestrator_lib.state import MilestoneState, StateStore, update
+from orchestrator_lib.state import MilestoneState, StateStore, Status, update
 from orchestrator_lib.stops import StopControl
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -206,3 +206,13 @@ def test_python_dash_m_names_itself_in_help_and_version() -> None:
         0,
         f"python -m {orchestrator_lib.__name__} {orchestrator_lib.__version__}\n",
     )
+
+
+def test_a_status_is_stored_and_read_back_as_its_plain_value(repo: Path) -> None:
+    store = StateStore.open(repo)
+    assert store is not None
+    store.put(MilestoneState(id="1A", stage=1, title="one", status=Status.MERGED))
+    read = store.get("1A")
+    store.close()
+    assert read is not None and read.status == "merged" == Status.MERGED and f"{read.status:<8}|" == "merged  |"
+    assert MilestoneState(id="1B", stage=1, title="two").status == "pending"
