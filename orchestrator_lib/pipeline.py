@@ -469,7 +469,7 @@ def _recover(ctx: _Context, state: dict[str, Any], run: agents.AgentRun, kind: l
         minutes = ctx.s.config.agent.idle_timeout_minutes
         what, message = "stalled", f"no output for {minutes:g} min (agent.idle_timeout_minutes)"
     else:
-        found = limits.classify(ctx.s.config.agent.preset, 0, run.output, datetime.now().astimezone())
+        found = limits.classify(ctx.s.config.agent.preset, 0, run.output, _now(ctx.s.clock))
         what, message = "context", found.message if found.kind == "context" else kind.message
     committed = git.changed_between(ctx.path, ctx.base, "HEAD") + git.status_paths(ctx.path)
     note = prompts.resume_note("context exhausted" if what == "context" else message, committed)
@@ -484,7 +484,7 @@ def _one_run(
 ) -> tuple[agents.AgentRun, limits.Classification]:
     s, m, tally = ctx.s, ctx.m, ctx.tally
     path = launches.launch_file(agent_dir(s), m.id, role, state["round"])
-    watch = agents.Watch(s.stop_for(m.id), _on_start(ctx), _line_reporter(ctx), _exhausted(agent.preset))
+    watch = agents.Watch(s.stop_for(m.id), _on_start(ctx), _line_reporter(ctx), _exhausted(agent.preset, s.clock))
     timeout_s, idle_s = agent.timeout_minutes * 60, agent.idle_timeout_minutes * 60
     head: str | None = None
     earlier = _adoptable(ctx, path, role)
@@ -606,11 +606,11 @@ def _unchanged(ctx: _Context, head: str) -> bool:
     return git.rev_parse(ctx.path, "HEAD") == head and not git.status_paths(ctx.path)
 
 
-def _exhausted(preset: str) -> Callable[[str], str | None]:
+def _exhausted(preset: str, clock: Callable[[], float]) -> Callable[[str], str | None]:
     """Stops an agent the moment it says its context is used up: it would only flounder on."""
 
     def check(line: str) -> str | None:
-        found = limits.classify(preset, 0, line, datetime.now().astimezone())
+        found = limits.classify(preset, 0, line, _now(clock))
         return found.message if found.kind == "context" else None
 
     return check
@@ -697,3 +697,8 @@ def run_resolver(
     if held is not None:  # its fix would be committed next: a secret must not become an object
         _log_line(ctx, f"the resolver's fix is not used: {held.failure_output()}")
     return outcome.kind == "ok" and held is None
+
+
+def _now(clock: Callable[[], float]) -> datetime:
+    """The injected clock as an aware local time, for reading reset times in an agent's output."""
+    return datetime.fromtimestamp(clock()).astimezone()
