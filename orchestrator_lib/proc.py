@@ -109,37 +109,31 @@ def run_group(
 
 def popen_group(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str]) -> subprocess.Popen[bytes]:
     """Start a process in its own process group, so a stop can kill the whole tree."""
-    kwargs: dict[str, object] = {}
-    if IS_WINDOWS:
-        kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP  # type: ignore[attr-defined]
-    else:
-        kwargs["start_new_session"] = True
-    return subprocess.Popen(  # type: ignore[call-overload, no-any-return]
-        list(argv),
-        cwd=cwd,
-        env=dict(env),
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        **kwargs,
-    )
+    return _popen_in_own_group(argv, cwd, env, detached=False)
 
 
 def popen_detached(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str]) -> subprocess.Popen[bytes]:
     """Start a process in a session of its own with no pipes to us: it lives on when we die."""
+    return _popen_in_own_group(argv, cwd, env, detached=True)
+
+
+def _popen_in_own_group(
+    argv: Sequence[str], cwd: Path, env: Mapping[str, str], *, detached: bool
+) -> subprocess.Popen[bytes]:
     kwargs: dict[str, object] = {}
     if IS_WINDOWS:
-        flags = subprocess.CREATE_NEW_PROCESS_GROUP | subprocess.DETACHED_PROCESS  # type: ignore[attr-defined]
-        kwargs["creationflags"] = flags
+        flags = subprocess.CREATE_NEW_PROCESS_GROUP  # type: ignore[attr-defined]
+        kwargs["creationflags"] = flags | (subprocess.DETACHED_PROCESS if detached else 0)  # type: ignore[attr-defined]
     else:
         kwargs["start_new_session"] = True
+    pipe = subprocess.DEVNULL if detached else subprocess.PIPE
     return subprocess.Popen(  # type: ignore[call-overload, no-any-return]
         list(argv),
         cwd=cwd,
         env=dict(env),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdin=pipe,
+        stdout=pipe,
+        stderr=subprocess.DEVNULL if detached else subprocess.STDOUT,
         **kwargs,
     )
 
