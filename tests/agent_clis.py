@@ -11,9 +11,13 @@ import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
-from fake_openai import FakeOpenAI
+from fake_openai import FakeOpenAI, Item
+
+if TYPE_CHECKING:  # conftest imports this module
+    from conftest import Project
 
 __all__ = ["aider_cli", "codex_cli", "fake_openai_server", "gemini_cli", "pinned_version"]
 
@@ -64,3 +68,26 @@ def gemini_cli() -> str:
 def fake_openai_server() -> Iterator[FakeOpenAI]:
     with FakeOpenAI() as server:
         yield server
+
+
+class CliProject:
+    """A test project whose agent is one of these CLIs, talking to the fake server."""
+
+    def __init__(self, project: Project, server: FakeOpenAI, cli: str, scratch: Path) -> None:
+        self.p, self.server, self.cli, self.scratch = project, server, cli, scratch
+
+    def use(self, agent: dict[str, Any], **overrides: Any) -> None:
+        """Configure `agent` with review off unless the test turns it on."""
+        self.p.configure(agent=agent, **{"review": {"enabled": False, "max_rounds": 1}, **overrides})
+
+    def only_the_fake(self) -> dict[str, str]:
+        """Proxy variables pointing at the fake, which records any request meant for another host."""
+        proxies = {var: self.server.proxy for var in ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy")}
+        return {**proxies, "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
+
+    def script(self, mid: str, *items: Item) -> None:
+        self.server.add_script(items, cwd_contains=f".worktree/{mid}")
+
+    def log(self, mid: str) -> str:
+        path = self.p.root / "logs" / f"{mid}.log"
+        return path.read_text() if path.exists() else ""

@@ -16,6 +16,7 @@ from typing import Any
 
 import fake_openai as fo
 import pytest
+from agent_clis import CliProject
 from conftest import Project
 from fake_openai import FakeOpenAI, RecordedRequest
 
@@ -23,10 +24,7 @@ WAIT = 120.0
 JUDGED = "[orchestrator] transient: "  # the runner's verdict on a run, in the milestone's log
 
 
-class AiderProject:
-    def __init__(self, project: Project, server: FakeOpenAI, cli: str, scratch: Path) -> None:
-        self.p, self.server, self.cli, self.scratch = project, server, cli, scratch
-
+class AiderProject(CliProject):
     def configure(self, **overrides: Any) -> None:
         self.scratch.mkdir(parents=True, exist_ok=True)
         metadata = self.scratch / "model-metadata.json"
@@ -36,9 +34,7 @@ class AiderProject:
             "OPENAI_API_BASE": self.server.url,
             "OPENAI_API_KEY": fo.FAKE_OPENAI_KEY,
             "LITELLM_LOCAL_MODEL_COST_MAP": "True",
-            **{var: self.server.proxy for var in ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy")},
-            "NO_PROXY": "127.0.0.1,localhost",
-            "no_proxy": "127.0.0.1,localhost",
+            **self.only_the_fake(),
         }
         agent = {
             "preset": "aider",
@@ -49,11 +45,7 @@ class AiderProject:
             "timeout_minutes": 3,
             "idle_timeout_minutes": 2,
         }
-        self.p.configure(agent=agent, **{"review": {"enabled": False, "max_rounds": 1}, **overrides})
-
-    def log(self, mid: str) -> str:
-        path = self.p.root / "logs" / f"{mid}.log"
-        return path.read_text() if path.exists() else ""
+        self.use(agent, **overrides)
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from typing import Any
 
 import fake_openai as fo
 import pytest
+from agent_clis import CliProject
 from conftest import Project
 from fake_openai import FakeOpenAI, RecordedRequest
 
@@ -23,10 +24,7 @@ from orchestrator_lib.agents import AUTH_HINTS
 WAIT = 60.0
 
 
-class CodexProject:
-    def __init__(self, project: Project, server: FakeOpenAI, cli: str, scratch: Path) -> None:
-        self.p, self.server, self.cli, self.scratch = project, server, cli, scratch
-
+class CodexProject(CliProject):
     def configure(self, **overrides: Any) -> None:
         (self.scratch / "codex-home").mkdir(parents=True, exist_ok=True)
         provider = {
@@ -47,20 +45,13 @@ class CodexProject:
             "timeout_minutes": 2,
             "idle_timeout_minutes": 1,
         }
-        self.p.configure(agent=agent, **{"review": {"enabled": False, "max_rounds": 1}, **overrides})
-
-    def script(self, mid: str, *items: fo.Item) -> None:
-        self.server.add_script(items, cwd_contains=f".worktree/{mid}")
+        self.use(agent, **overrides)
 
     def requests_of(self, mid: str) -> list[RecordedRequest]:
         return [r for r in self.server.model_requests() if (r.cwd or "").endswith(f".worktree/{mid}")]
 
     def record(self, mid: str) -> dict[str, Any]:
         return next(m for m in self.p.status_json()["milestones"] if m["id"] == mid)
-
-    def log(self, mid: str) -> str:
-        path = self.p.root / "logs" / f"{mid}.log"
-        return path.read_text() if path.exists() else ""
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from typing import Any
 
 import fake_openai as fo
 import pytest
+from agent_clis import CliProject
 from conftest import Project
 from fake_openai import FakeOpenAI, RecordedRequest
 
@@ -28,10 +29,7 @@ FAKE_GEMINI_KEY = "test-gemini-key-not-secret"
 BAD_KEY = ("API key not valid. Please pass a valid API key.", "INVALID_ARGUMENT", "API_KEY_INVALID")
 
 
-class GeminiProject:
-    def __init__(self, project: Project, server: FakeOpenAI, cli: str) -> None:
-        self.p, self.server, self.cli = project, server, cli
-
+class GeminiProject(CliProject):
     def configure(self, **overrides: Any) -> None:
         settings = Path(os.environ["HOME"]) / ".gemini" / "settings.json"  # HOME is the test's own
         settings.parent.mkdir(parents=True, exist_ok=True)
@@ -40,9 +38,7 @@ class GeminiProject:
         env = {
             "GOOGLE_GEMINI_BASE_URL": self.server.proxy,
             "GEMINI_API_KEY": FAKE_GEMINI_KEY,
-            **{var: self.server.proxy for var in ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy")},
-            "NO_PROXY": "127.0.0.1,localhost",
-            "no_proxy": "127.0.0.1,localhost",
+            **self.only_the_fake(),
         }
         agent = {
             "preset": "gemini",
@@ -52,22 +48,15 @@ class GeminiProject:
             "timeout_minutes": 2,
             "idle_timeout_minutes": 1,
         }
-        self.p.configure(agent=agent, **{"review": {"enabled": False, "max_rounds": 1}, **overrides})
-
-    def script(self, mid: str, *items: fo.Item) -> None:
-        self.server.add_script(items, cwd_contains=f".worktree/{mid}")
+        self.use(agent, **overrides)
 
     def requests_of(self, mid: str) -> list[RecordedRequest]:
         return [r for r in self.server.model_requests() if f".worktree/{mid}" in r.text]
 
-    def log(self, mid: str) -> str:
-        path = self.p.root / "logs" / f"{mid}.log"
-        return path.read_text() if path.exists() else ""
-
 
 @pytest.fixture
-def gp(project: Project, fake_openai: FakeOpenAI, gemini_cli: str) -> GeminiProject:
-    return GeminiProject(project, fake_openai, gemini_cli)
+def gp(project: Project, fake_openai: FakeOpenAI, gemini_cli: str, tmp_path: Path) -> GeminiProject:
+    return GeminiProject(project, fake_openai, gemini_cli, tmp_path / "scratch")
 
 
 def test_the_pinned_gemini_is_the_one_installed(gemini_cli: str) -> None:
