@@ -18,12 +18,12 @@ from __future__ import annotations
 import json
 import re
 from datetime import UTC, datetime, time, timedelta, timezone, tzinfo
-from typing import Any, Literal, NamedTuple
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from orchestrator_lib.presets import PRESETS
-
-Kind = Literal["ok", "usage_limit", "transient", "auth", "context", "failed"]
+from orchestrator_lib import agent_texts
+from orchestrator_lib.agent_texts import Kind, TextPattern
+from orchestrator_lib.presets import PRESETS, REGISTRY, get
 
 
 class Classification(NamedTuple):
@@ -61,161 +61,22 @@ _JUST_PASSED = timedelta(hours=1)
 _PACIFIC = "America/Los_Angeles"
 
 
-class _Pattern(NamedTuple):
-    kind: Kind
-    regex: re.Pattern[str]
-
-
 class _Hit(NamedTuple):
     kind: Kind
     position: int  # in the scanned lines
     line: str
 
 
-def _p(kind: Kind, pattern: str, flags: int = 0) -> _Pattern:
-    return _Pattern(kind, re.compile(pattern, flags))
-
-
-_APOS = "(?:'|\u2019)"  # You've / You’ve
-_DOT = "[\u00b7\u2219\u2022]"  # · (U+00B7), ∙ (U+2219), •
-
-_CLAUDE = (
-    # Oldest first: "Claude AI usage limit reached|<epoch>", "Claude usage limit
-    # reached. Your limit will reset at 3pm (America/Bogota).", "5-hour limit
-    # reached ∙ resets 2am", "Limit reached · resets …", "You've hit your session
-    # limit · resets 12:30pm (America/Toronto)", "You're out of extra usage · resets 9pm".
-    # "limit reached" without "resets" is a model fallback notice, not a stop.
-    _p("usage_limit", r"^Claude (?:AI )?usage limit reached\b"),
-    _p(
-        "usage_limit",
-        rf"^(?:[\w-]+ ){{0,3}}limit reached\s*{_DOT}\s*resets\b",
-        re.IGNORECASE,
-    ),
-    _p("usage_limit", rf"^You{_APOS}ve hit your (?:[\w-]+ )?limit\b"),
-    _p("usage_limit", rf"^You{_APOS}re out of extra usage\b"),
-    # anthropics/claude-code#5151, #6893, #9694, #10712, #84903.
-    _p("auth", r"^(?:Invalid|Missing) API key\b"),
-    _p("auth", r"^Not logged in\b"),
-    _p("auth", r"Please run /login\b"),
-    _p("auth", r"\bOAuth token (?:has expired|has been revoked|is invalid)"),
-    _p("auth", r"\bauthentication_error\b"),
-    _p("auth", r"\bInvalid bearer token\b"),
-    _p("auth", r"^40[13] \{"),
-    # Captures b1, b13, c1, c3, d1, d3 (result text after "API Error: " is cleaned off).
-    _p("transient", r"^Request rejected \(429\)"),
-    _p("transient", r"^Server is temporarily limiting requests\b"),
-    _p("transient", r"^(?:Repeated )?529 Overloaded\b"),
-    _p("transient", r"^Request timed out\.?$"),
-    _p("transient", r"^The operation timed out\.?$"),
-    _p("transient", r"^Unable to connect to API\b"),
-    _p("transient", r"^Connection error\.?$"),
-    _p("transient", r"^(?:429|5\d\d) \{"),  # older "API Error: 500 {"type":"error",…}"
-)
-
-_CODEX = (
-    # codex-rs/core/src/error.rs UsageLimitReachedError: "You've hit your usage
-    # limit. … or try again at 3:28 PM." / "… Try again at May 11th, 2026 1:36 PM.";
-    # 0.27–0.40 said "… or try again in 5 days 22 hours 11 minutes."
-    # (openai/codex#3031, #3899); 0.23 "… or wait for limits to reset" (#2669).
-    _p("usage_limit", rf"^You{_APOS}ve hit your usage limit\b"),
-    # codex-rs/login auth manager; error.rs QuotaExceeded / UsageNotIncluded are
-    # billing problems a person has to solve, like a bad login.
-    _p("auth", r"^Your access token could not be refreshed\b"),
-    _p("auth", r"^unexpected status 401\b"),
-    _p("auth", r"^Not (?:logged|signed) in\b"),
-    _p("auth", r"^Missing environment variable: `\w*API_KEY`"),
-    _p("auth", r"^Quota exceeded\. Check your plan and billing details"),
-    _p("auth", r"^To use Codex with your ChatGPT plan, upgrade to Plus"),
-    _p("context", r"^Codex ran out of room in the model's context window"),
-    # Capture codex_429: "ERROR: exceeded retry limit, last status: 429 Too Many Requests".
-    _p("transient", r"^exceeded retry limit, last status: (?:429|5\d\d)\b"),
-    _p("transient", r"^unexpected status (?:429|5\d\d)\b"),
-    _p("transient", r"^stream disconnected before completion\b"),
-    _p("transient", r"^We're currently experiencing high demand\b"),
-    _p("transient", r"^Connection failed\b"),
-    _p("transient", r"^Error while reading the server response\b"),
-)
-
-_AIDER = (
-    _p("auth", r"^litellm\.AuthenticationError\b"),
-    _p("auth", r"^The API provider is not able to authenticate you\b"),
-    _p("auth", r"\binsufficient_quota\b"),  # OpenAI: no credit left, not a rate
-    # aider base_coder.show_exhausted_error: "Model gpt-4o has hit a token limit!"
-    _p("context", r"^litellm\.ContextWindowExceededError\b"),
-    _p("context", r"^Model \S+ has hit a token limit!"),
-    # Capture aider_429: it retries, then gives up and exits 0 having done nothing.
-    _p(
-        "transient",
-        r"^litellm\.(?:RateLimitError|APIConnectionError|ServiceUnavailableError"
-        r"|InternalServerError|Timeout|APIError)\b",
-    ),
-    _p("transient", r"^The API provider has rate limited you\b"),
-    _p("transient", r"^The API provider's servers are down or overloaded\b"),
-)
-
-_GEMINI = (
-    # gemini-cli: "Usage limit reached for gemini-3-flash-preview. Access resets at
-    # 10:57 PM GMT-3." (#22643); googleQuotaErrors.ts: "You have exhausted your daily
-    # quota on this model." and, before #12386, "Quota exceeded for quota metric …
-    # per day …"; Code Assist: "You have exhausted your capacity on this model. Your
-    # quota will reset after 12h22m45s."; a retry delay over 300 s is terminal.
-    _p("usage_limit", r"^Usage limit reached for\b"),
-    _p("usage_limit", r"^You have exhausted your (?:capacity|daily quota)\b"),
-    _p(
-        "usage_limit",
-        r"^Quota exceeded for quota metric\b.*\b(?:per day|daily)\b",
-        re.IGNORECASE,
-    ),
-    _p("usage_limit", r"\bquotaId\"?:\s*\"\w*PerDay"),
-    _p("usage_limit", r"\bPlease retry in (?:[3-9]\d\d|\d{4,})(?:\.\d+)?s\b"),
-    # Exit code 41 (FatalAuthenticationError) is handled with the other exit codes.
-    _p("auth", r"^Please set an Auth method\b"),
-    _p("auth", r"^When using Gemini API, you must specify the GEMINI_API_KEY"),
-    _p("auth", r"^API key not valid\b"),
-    _p("auth", r"\b(?:API_KEY_INVALID|UNAUTHENTICATED)\b"),
-    _p("auth", r"^Failed to (?:login|sign in)\b"),
-    _p("transient", r"^Please submit a new query to continue with the Flash model"),
-    _p("transient", r"^Quota exceeded for quota metric\b"),
-    _p("transient", r"^You exceeded your current quota\b"),
-    _p("transient", r"\bRESOURCE_EXHAUSTED\b"),
-    _p("transient", r"\"status\":\s*\"UNAVAILABLE\""),
-    _p("transient", r"\"code\":\s*(?:429|503)\b"),
-    _p("transient", r"^got status: (?:429|503)\b"),
-    _p("transient", r"^The model is overloaded\b"),
-)
-
-_GENERIC = (
-    # Anthropic API spend limit: "You have reached your specified API usage limits.
-    # You will regain access on 2025-07-01 at 00:00 UTC."
-    _p("usage_limit", r"You have reached your specified API usage limits"),
-    _p("auth", r"\bcredit balance is too low\b", re.IGNORECASE),
-    # Claude 2.1.197: "Prompt is too long · the request is ~212345 tokens (limit 200000) …"
-    _p("context", rf"^Prompt is too long(?:\s*$|[:.]|\s+{_DOT})", re.IGNORECASE),
-    _p("context", r"\bprompt is too long: \d+ tokens"),
-    _p("context", r"^Context limit reached\b", re.IGNORECASE),
-    _p("context", r"^Conversation compacted\b", re.IGNORECASE),
-    _p("context", r"^The conversation is too long\b"),
-    _p("context", r"^context window exceeded\b", re.IGNORECASE),
-    _p("context", r"\bcontext_length_exceeded\b"),
-    _p("context", r"\bmaximum context length is \d+ tokens"),
-    _p("context", r"\bexceeds the maximum number of tokens allowed\b"),
-)
-
 _RANK: dict[Kind, int] = {"usage_limit": 0, "auth": 1, "context": 2, "transient": 3}
 
 
-def _ranked(*groups: tuple[_Pattern, ...]) -> tuple[_Pattern, ...]:
+def _ranked(*groups: tuple[TextPattern, ...]) -> tuple[TextPattern, ...]:
     """One line matching two kinds takes the stronger (a limit beats a 429)."""
     return tuple(sorted((p for group in groups for p in group), key=lambda p: _RANK[p.kind]))
 
 
-_PATTERNS: dict[str, tuple[_Pattern, ...]] = {
-    "claude": _ranked(_CLAUDE, _GENERIC),
-    "codex": _ranked(_CODEX, _GENERIC),
-    "aider": _ranked(_AIDER, _GENERIC),
-    "gemini": _ranked(_GEMINI, _GENERIC),
-    "command": _ranked(_CLAUDE, _GENERIC),
-    "demo": _ranked(_CLAUDE, _GENERIC),
+_PATTERNS: dict[str, tuple[TextPattern, ...]] = {
+    name: _ranked(preset.error_texts, agent_texts.GENERIC) for name, preset in REGISTRY.items()
 }
 
 # Bullets, box drawing, emoji, "✕ [" and the like before the message itself.
@@ -229,9 +90,6 @@ _DAILY = re.compile(r"daily quota|per day|PerDay|reset within 24h", re.IGNORECAS
 
 # What ends the prompt Codex echoes: its next section header or a diagnostic.
 _CODEX_SECTION = re.compile(r"^(?:(?:codex|thinking|tokens used)$|exec\b|(?:ERROR|warning):)")
-
-_GEMINI_EXIT = {41: "auth", 42: "input error", 53: "turn limit exceeded"}
-
 
 # ---------------------------------------------------------------- reading output
 
@@ -330,7 +188,7 @@ def _clean(line: str) -> str:
     return _LABEL.sub("", _LEAD.sub("", line))
 
 
-def _scan(patterns: tuple[_Pattern, ...], lines: list[str]) -> _Hit | None:
+def _scan(patterns: tuple[TextPattern, ...], lines: list[str]) -> _Hit | None:
     """The strongest kind found, newest line first; retried transient errors don't count."""
     best: _Hit | None = None
     retried = False
@@ -605,9 +463,7 @@ def _from_exit(preset: str, returncode: int, output: str) -> Classification:
     line = last_line(output)
     if returncode == 0:
         return Classification("ok", None, line)
-    # geminicli.com/docs/cli/headless: 1 error, 42 input error, 53 turn limit;
-    # 41 is FatalAuthenticationError ("Please set an Auth method …").
-    what = _GEMINI_EXIT.get(returncode) if preset == "gemini" else None
+    what = dict(get(preset).exit_meanings).get(returncode)
     if what == "auth":
         return Classification("auth", None, line or "gemini: authentication failed (exit 41)")
     detail = f"{what} (exit {returncode})" if what else f"exit code {returncode}"

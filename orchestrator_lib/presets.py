@@ -1,5 +1,5 @@
 """The agent presets: one record per agent the runner knows. Adding an agent is one entry here plus
-its argv (orchestrator_lib/agents.py), its output patterns (orchestrator_lib/limits.py) and its tests.
+its argv (orchestrator_lib/agents.py), its error texts (orchestrator_lib/agent_texts.py) and its tests.
 
 PRESETS is the one literal list of their names; config, limits, agents and the pipeline read it
 or the records below.
@@ -8,6 +8,9 @@ or the records below.
 from __future__ import annotations
 
 from typing import NamedTuple
+
+from orchestrator_lib import agent_texts
+from orchestrator_lib.agent_texts import TextPattern
 
 PRESETS = ("claude", "codex", "aider", "gemini", "command", "demo")
 
@@ -24,6 +27,9 @@ class Preset(NamedTuple):
     # Its exit code does not say whether it worked (aider exits 0 when it gives up on rate limits,
     # captures/aider_429): a run that changed nothing in git did not succeed.
     judged_by_git: bool = False
+    # What it prints when it stops for a reason (a custom command or the demo reads like Claude).
+    error_texts: tuple[TextPattern, ...] = agent_texts.CLAUDE
+    exit_meanings: tuple[tuple[int, str], ...] = ()  # exit codes that say why it stopped
 
 
 _RECORDS = (
@@ -37,6 +43,7 @@ _RECORDS = (
     ),
     Preset(
         PRESETS[1],
+        error_texts=agent_texts.CODEX,
         executable="codex",
         install_hint="npm install -g @openai/codex",
         auth_hint="run `codex login`, or set a valid OPENAI_API_KEY (in .env or agent.env)",
@@ -44,6 +51,7 @@ _RECORDS = (
     ),
     Preset(
         PRESETS[2],
+        error_texts=agent_texts.AIDER,
         executable="aider",
         install_hint="python -m pip install aider-install && aider-install",
         auth_hint="set a valid API key for aider's model provider (e.g. ANTHROPIC_API_KEY or OPENAI_API_KEY in .env)",
@@ -53,6 +61,8 @@ _RECORDS = (
     ),
     Preset(
         PRESETS[3],
+        error_texts=agent_texts.GEMINI,
+        exit_meanings=agent_texts.GEMINI_EXIT,
         executable="gemini",
         install_hint="npm install -g @google/gemini-cli",
         auth_hint="run `gemini` once to log in, or set a valid GEMINI_API_KEY (in .env or agent.env)",
