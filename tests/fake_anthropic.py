@@ -81,6 +81,8 @@ class ToolUseBlock(NamedTuple):
 
 class Reply(NamedTuple):
     blocks: tuple[TextBlock | ToolUseBlock, ...]
+    headers: tuple[tuple[str, str], ...] = ()  # sent with this answer, after the server's own
+    input_tokens: int | None = None  # reported usage; None: the server's setting, else an estimate
 
 
 class ErrorReply(NamedTuple):
@@ -145,6 +147,39 @@ def usage_limit(reset_epoch: int, claim: str = "five_hour") -> ErrorReply:
         "anthropic-ratelimit-unified-representative-claim": claim,
     }
     return error(429, "Rate limited", headers)
+
+
+def charged(reply: Reply, input_tokens: int) -> Reply:
+    """`reply` reporting `input_tokens` prompt tokens: the CLI prices its total_cost_usd from them."""
+    return reply._replace(input_tokens=input_tokens)
+
+
+def warned(reply: Reply, utilization: float, reset_epoch: int, window: str = "5h") -> Reply:
+    """`reply` sent with the headers that make the CLI report a usage warning (see usage_warning)."""
+    return reply._replace(headers=reply.headers + tuple(usage_warning(utilization, reset_epoch, window).items()))
+
+
+def usage_warning(utilization: float, reset_epoch: int, window: str = "5h") -> dict[str, str]:
+    """Headers of a successful answer saying a subscriber is near a usage limit.
+
+    What Claude Code 2.1.197 does with them (read in its bundled header parser, then run by hand
+    against this server; test_fake_anthropic.py keeps it checked):
+    - only with CLAUDE_CODE_OAUTH_TOKEN; with an API key the headers are ignored;
+    - `anthropic-ratelimit-unified-status` "allowed" or "allowed_warning" (missing reads as allowed),
+      then a `-{5h,7d}-surpassed-threshold` header makes it report that window's `-utilization`
+      and `-reset` (epoch seconds) as status "allowed_warning", rateLimitType five_hour / seven_day,
+      surpassedThreshold; without that header it warns only past its own thresholds (5h:
+      utilization >= 0.9 with at most 72 % of the window gone, 7d: three steps), else "allowed";
+    - in stream-json a `rate_limit_event` is printed when that state changes, not on every answer
+      (answers at 0.96, 0.96, 0.97 in one run: two events); a plain `{"status": "allowed"}` event comes
+      first when the answer has unified headers but no warning.
+    """
+    return {
+        "anthropic-ratelimit-unified-status": "allowed_warning",
+        f"anthropic-ratelimit-unified-{window}-utilization": f"{utilization:g}",
+        f"anthropic-ratelimit-unified-{window}-reset": str(reset_epoch),
+        f"anthropic-ratelimit-unified-{window}-surpassed-threshold": f"{utilization:g}",
+    }
 
 
 def overloaded() -> ErrorReply:
@@ -236,6 +271,8 @@ class FakeAnthropic:
         self._stopping = threading.Event()
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._answer_headers: dict[str, str] = {}
+        self._input_tokens: int | None = None
 
     def __enter__(self) -> Self:
         return self.start()
@@ -289,6 +326,20 @@ class FakeAnthropic:
         with self._lock:
             self._scripts.setdefault(cwd_contains, collections.deque()).extend(items)
 
+    def set_answers(self, headers: Mapping[str, str] | None = None, input_tokens: int | None = None) -> None:
+        """What every later successful answer carries: extra headers (e.g. usage_warning(...)) and
+        the prompt tokens it reports (None: an estimate from the request's size). A Reply's own
+        headers and input_tokens win over these."""
+        with self._lock:
+            self._answer_headers = dict(headers or {})
+            self._input_tokens = input_tokens
+
+    def _answer_settings(self, reply: Reply) -> tuple[tuple[tuple[str, str], ...], int | None]:
+        with self._lock:
+            headers = {**self._answer_headers, **dict(reply.headers)}
+            tokens = self._input_tokens if reply.input_tokens is None else reply.input_tokens
+        return tuple(headers.items()), tokens
+
     def wait_for(self, predicate: Callable[[list[RecordedRequest]], bool], timeout: float) -> bool:
         """Wait until `predicate(requests)` holds; False after `timeout` seconds."""
         with self._changed:
@@ -327,7 +378,7 @@ class FakeAnthropic:
         return [self._scripts[k] for k in keys] + [self._scripts.get(None, collections.deque())]
 
 
-def render(reply: Reply, request: RecordedRequest) -> dict[str, Any]:
+def render(reply: Reply, request: RecordedRequest, input_tokens: int | None = None) -> dict[str, Any]:
     """The complete Messages API message for `reply`, with usage for cost accounting."""
     content: list[dict[str, Any]] = []
     for block in reply.blocks:
@@ -354,7 +405,7 @@ def render(reply: Reply, request: RecordedRequest) -> dict[str, Any]:
         "stop_reason": stop_reason,
         "stop_sequence": None,
         "usage": {
-            "input_tokens": _estimate_tokens(request.body),
+            "input_tokens": _estimate_tokens(request.body) if input_tokens is None else input_tokens,
             "output_tokens": _estimate_tokens(content),
             "cache_creation_input_tokens": 0,
             "cache_read_input_tokens": 0,
@@ -477,10 +528,12 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(item.status, item.body, extra_headers=item.headers)
         elif isinstance(item, Stall):
             self._stall(item.seconds, request)
-        elif request.body.get("stream"):
-            self._send_stream(sse_events(render(item, request)))
         else:
-            self._send_json(200, render(item, request))
+            headers, tokens = self.server.fake._answer_settings(item)
+            if request.body.get("stream"):
+                self._send_stream(sse_events(render(item, request, tokens)), headers)
+            else:
+                self._send_json(200, render(item, request, tokens), extra_headers=headers)
 
     def _send_json(
         self,
@@ -497,9 +550,11 @@ class _Handler(BaseHTTPRequestHandler):
         if not head_only:
             self.wfile.write(payload)
 
-    def _send_stream(self, events: Iterable[tuple[str, dict[str, Any]]]) -> None:
+    def _send_stream(
+        self, events: Iterable[tuple[str, dict[str, Any]]], extra_headers: Iterable[tuple[str, str]] = ()
+    ) -> None:
         self.send_response(200)
-        self._send_common_headers("text/event-stream")
+        self._send_common_headers("text/event-stream", extra_headers)
         self.end_headers()  # no length: the body ends when the connection closes
         for name, data in events:
             self.wfile.write(f"event: {name}\ndata: {json.dumps(data)}\n\n".encode())

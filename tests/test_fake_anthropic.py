@@ -305,3 +305,65 @@ def test_stop_releases_a_stalled_stream(fake_anthropic: FakeAnthropic) -> None:
     assert time.monotonic() - started < 2
     assert response.read().startswith(b"data: ")  # then EOF, without message_stop
     conn.close()
+
+
+# --- usage warnings and cost (issue 13) ----------------------------------------------
+
+
+def rate_limit_events(proc: subprocess.CompletedProcess[str]) -> list[dict[str, Any]]:
+    return [e["rate_limit_info"] for e in stream_events(proc.stdout) if e["type"] == "rate_limit_event"]
+
+
+def test_warning_headers_make_the_oauth_cli_report_utilization(
+    claude_cli: str, fake_anthropic: FakeAnthropic, tmp_path: Path
+) -> None:
+    reset = int(time.time()) + 3600
+    answers = [fa.write("a.txt", "a"), fa.write("b.txt", "b"), fa.text("Done.")]
+    fake_anthropic.add_script([fa.warned(a, u, reset) for a, u in zip(answers, (0.96, 0.96, 0.97), strict=True)])
+    env = fa.claude_env(fake_anthropic, tmp_path / "scratch", oauth=True)
+
+    proc = run_claude(claude_cli, make_workdir(tmp_path), env, "hi", timeout=30)
+
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    first, second = rate_limit_events(proc)  # a second answer at the same utilization prints nothing
+    assert first["status"] == second["status"] == "allowed_warning"
+    assert first["utilization"] == 0.96 and second["utilization"] == 0.97
+    assert first["resetsAt"] == reset and first["rateLimitType"] == "five_hour"
+
+
+def test_warning_headers_are_ignored_with_an_api_key(
+    claude_cli: str, fake_anthropic: FakeAnthropic, tmp_path: Path
+) -> None:
+    fake_anthropic.set_answers(headers=fa.usage_warning(0.96, int(time.time()) + 3600))
+    env = fa.claude_env(fake_anthropic, tmp_path / "scratch")
+
+    proc = run_claude(claude_cli, make_workdir(tmp_path), env, "hi", timeout=30)
+
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert rate_limit_events(proc) == []
+
+
+def test_without_surpassed_threshold_a_late_window_is_a_plain_allowed(
+    claude_cli: str, fake_anthropic: FakeAnthropic, tmp_path: Path
+) -> None:
+    headers = fa.usage_warning(0.96, int(time.time()) + 3600)  # 80 % of the 5-hour window gone
+    del headers["anthropic-ratelimit-unified-5h-surpassed-threshold"]
+    fake_anthropic.set_answers(headers=headers)
+    env = fa.claude_env(fake_anthropic, tmp_path / "scratch", oauth=True)
+
+    proc = run_claude(claude_cli, make_workdir(tmp_path), env, "hi", timeout=30)
+
+    assert [info["status"] for info in rate_limit_events(proc)] == ["allowed"]
+
+
+def test_reported_input_tokens_drive_the_cost(claude_cli: str, fake_anthropic: FakeAnthropic, tmp_path: Path) -> None:
+    fake_anthropic.add_script([fa.charged(fa.write("a.txt", "a"), 1_000_000)])
+    fake_anthropic.set_answers(input_tokens=500_000)  # the second answer: the server's setting
+    env = fa.claude_env(fake_anthropic, tmp_path / "scratch")
+
+    proc = run_claude(claude_cli, make_workdir(tmp_path), env, "hi", timeout=30)
+
+    result = result_of(proc)
+    assert result["usage"]["input_tokens"] == 1_500_000
+    per_token = result["total_cost_usd"] / 1_500_000
+    assert 1e-6 <= per_token <= 2e-5, result  # priced per token: $1 to $20 a million
