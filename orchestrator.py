@@ -27,6 +27,7 @@ from orchestrator_lib import (
     commands,
     draft,
     envfile,
+    executor,
     faults,
     files,
     git,
@@ -52,7 +53,7 @@ from orchestrator_lib.integration import StageMerger
 from orchestrator_lib.lock import RunLock
 from orchestrator_lib.metrics import MetricsSampler, state_reader
 from orchestrator_lib.notify import Announcer, Notifier
-from orchestrator_lib.pipeline import Job, MilestoneResult, Progress, Services, run_milestone
+from orchestrator_lib.pipeline import Job, MilestoneResult, Progress, Services
 from orchestrator_lib.plan import Milestone
 from orchestrator_lib.project import Project, check_project, load_project
 from orchestrator_lib.reporter import Reporter, clock, say, setup_logging
@@ -168,6 +169,7 @@ class Parts(NamedTuple):
     notifier: Notifier
     validator: MilestoneValidator
     agent_env: dict[str, str]
+    executor: executor.Executor = executor.LocalExecutor()  # where each milestone runs (executor.kind)
 
     @classmethod
     def make(
@@ -191,6 +193,7 @@ class Parts(NamedTuple):
             notifier=Notifier(cfg.notify, root),
             validator=MilestoneValidator(cfg.validation, env, redactor),
             agent_env=env,
+            executor=executor.make(cfg, root),
         )
 
 
@@ -235,6 +238,7 @@ class Runner:
                     code = self._run_locked()
                 return code
             finally:
+                self.parts.executor.close()
                 self._announce_end(code)
                 store.close()
 
@@ -388,7 +392,7 @@ class Runner:
 
     def _work(self, services: Services, job: Job) -> None:
         try:
-            result = run_milestone(services, job)
+            result = self.parts.executor.run(services, job)
         except OrchestratorError as e:
             result = MilestoneResult(job.milestone.id, "failed", str(e))
         except Exception as e:

@@ -48,7 +48,7 @@ find_python() {
   return 2
 }
 
-requirements_stamp() { cat "$HERE/requirements.txt" "$HERE"/requirements-dev.txt 2>/dev/null | cksum | cut -d' ' -f1; }
+requirements_stamp() { cat "$HERE/requirements.txt" "$HERE"/requirements-dev.txt "$HERE"/requirements-ray.txt 2>/dev/null | cksum | cut -d' ' -f1; }
 
 setup() {
   local dev="${1:-}" python
@@ -61,7 +61,8 @@ setup() {
     }
   fi
   local want=(-r "$HERE/requirements.txt") name=requirements.txt
-  [ "$dev" = "dev" ] && want+=(-r "$HERE/requirements-dev.txt") && name=requirements-dev.txt
+  # dev: the tests need Ray too (requirements-ray.txt), for the local two-node cluster tests
+  [ "$dev" = "dev" ] && want+=(-r "$HERE/requirements-dev.txt" -r "$HERE/requirements-ray.txt") && name=requirements-dev.txt
   local stamp="$VENV/.installed-$name-$(requirements_stamp)"
   if [ ! -f "$stamp" ]; then
     "$VENV/bin/python" -m pip install --disable-pip-version-check -q "${want[@]}" >&2

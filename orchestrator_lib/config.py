@@ -113,6 +113,20 @@ class WorktreeConfig:
     port_range_start: int = 20000
 
 
+EXECUTOR_KINDS = ("local", "ray")
+
+
+@dataclasses.dataclass(frozen=True)
+class ExecutorConfig:
+    """Where milestones run: threads on this machine, or one Ray task each (orchestrator_lib/executor.py)."""
+
+    kind: str = "local"
+    address: str = "auto"  # "auto", "<host>:<port>" or "ray://<host>:<port>"
+    remote: str | None = None  # a git URL the runner and every worker can fetch from and push to
+    resources: Mapping[str, float] = dataclasses.field(default_factory=lambda: types.MappingProxyType({"CPU": 1.0}))
+    work_dir: str | None = None  # on each worker; default: a folder under the worker's temp dir
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
     max_parallel_tasks: int = 4
@@ -134,6 +148,7 @@ class Config:
     recovery: RecoveryConfig = RecoveryConfig()
     draft: DraftConfig = DraftConfig()
     worktree: WorktreeConfig = WorktreeConfig()
+    executor: ExecutorConfig = ExecutorConfig()
 
 
 class ConfigError(UsageError):
@@ -327,6 +342,8 @@ def _convert(hint: Any, value: Any, key: str, ctx: _Context) -> Any:
         return _BAD
     if origin is tuple:
         return tuple(value)
+    if args[1:] == (float,):
+        return types.MappingProxyType({k: float(v) for k, v in value.items()})
     if origin in (Mapping, dict) or hint is Mapping:
         return types.MappingProxyType(dict(value))
     return float(value) if hint is float else value
@@ -334,9 +351,13 @@ def _convert(hint: Any, value: Any, key: str, ctx: _Context) -> Any:
 
 def _expected(hint: Any, origin: Any, value: Any) -> str | None:
     """What `value` should have been, or None when it fits `hint`."""
+    args = typing.get_args(hint)
     if origin is tuple:
         ok = isinstance(value, list) and all(isinstance(v, str) and _clean_text(v) for v in value)
         return None if ok else "a list of strings (without NUL characters)"
+    if args[1:] == (float,):  # resource amounts: {"CPU": 1, "agent_slot": 1}
+        ok = isinstance(value, dict) and all(_amount(k, v) for k, v in value.items())
+        return None if ok else "an object of resource names and numbers of at least 0"
     if origin in (Mapping, dict) or hint is Mapping:
         ok = isinstance(value, dict) and all(_env_pair(k, v) for k, v in value.items())
         return None if ok else "an object of string values (names without = or NUL characters)"
@@ -374,6 +395,11 @@ def _argv_lists(value: Any, key: str, ctx: _Context) -> Any:
 
 def _is_argv(argv: Any) -> bool:
     return isinstance(argv, list) and bool(argv) and all(isinstance(a, str) and a and _clean_text(a) for a in argv)
+
+
+def _amount(name: str, value: Any) -> bool:
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return bool(name) and _clean_text(name) and number and math.isfinite(value) and value >= 0
 
 
 def _env_pair(name: str, value: Any) -> bool:
@@ -450,12 +476,57 @@ def _other_checks(config: Config) -> list[tuple[str, bool, str]]:
             config.worktree.port_range_start + config.worktree.ports_per_task - 1 <= 65535,
             "low enough for a whole block of worktree.ports_per_task ports below 65536",
         ),
+        *_executor_checks(config.executor),
         (
             "rate_limit.backoff_max_seconds",
             config.rate_limit.backoff_max_seconds >= config.rate_limit.backoff_initial_seconds,
             "at least rate_limit.backoff_initial_seconds",
         ),
     ]
+
+
+def _executor_checks(e: ExecutorConfig) -> list[tuple[str, bool, str]]:
+    ray = e.kind == "ray"
+    return [
+        ("executor.kind", e.kind in EXECUTOR_KINDS, 'one of "local" (this machine) or "ray" (a Ray cluster)'),
+        (
+            "executor.remote",
+            not ray or bool(e.remote and e.remote.strip()),
+            'set when executor.kind is "ray": a git URL (file://, ssh or https) the runner and every worker '
+            "can fetch from and push to",
+        ),
+        (
+            "executor.address",
+            not ray or _ray_address(e.address),
+            '"auto", "<host>:<port>" or "ray://<host>:<port>"',
+        ),
+    ]
+
+
+def _ray_address(address: str) -> bool:
+    if address == "auto":
+        return True
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    return bool(host) and port.isdigit() and 0 < int(port) < 65536
+
+
+def to_data(config: Any) -> Any:
+    """The config as plain JSON data that `from_data` reads back (a Ray worker rebuilds it so)."""
+    if dataclasses.is_dataclass(config):
+        return {f.name: to_data(getattr(config, f.name)) for f in dataclasses.fields(config)}
+    if isinstance(config, Mapping):
+        return {k: to_data(v) for k, v in config.items()}
+    if isinstance(config, tuple):
+        return [to_data(v) for v in config]
+    return config
+
+
+def from_data(data: dict[str, Any], source: Path) -> Config:
+    problems: list[str] = []
+    config: Config = _build(Config, data, "", _Context(source, problems))
+    if problems:
+        raise ConfigError(problems)
+    return config
 
 
 def replace(config: Config, **changes: Any) -> Config:

@@ -292,6 +292,28 @@ def exclude(root: Path, patterns: Sequence[str]) -> None:
         path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
+# A shared remote (executor.kind "ray"): the runner and its workers meet there. Refspecs with a
+# leading "+" force: milestone branches are the runner's own and may be rewritten (a squash).
+
+
+def ls_remote(cwd: Path, url: str, *refs: str) -> proc.Output:
+    return git(cwd, "ls-remote", url, *refs, check=False, timeout=60)
+
+
+def remote_tip(cwd: Path, url: str, ref: str) -> str | None:
+    out = git(cwd, "ls-remote", url, ref, timeout=60)
+    tips = [line.split("\t") for line in out.stdout.splitlines()]
+    return next((sha for sha, name in tips if name == ref), None)
+
+
+def push(cwd: Path, url: str, *refspecs: str) -> None:
+    git(cwd, "push", "-q", url, *refspecs, timeout=600)
+
+
+def fetch(cwd: Path, url: str, *refspecs: str) -> None:
+    git(cwd, "fetch", "-q", "--no-tags", url, *refspecs, timeout=600)
+
+
 def show_file(cwd: Path, ref: str, path: str) -> str | None:
     out = git(cwd, "show", f"{ref}:{path}", check=False)
     return out.stdout if out.returncode == 0 else None

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from orchestrator_lib import config as configuration
-from orchestrator_lib import git, preflight, tasksfile, worktree_prep
+from orchestrator_lib import executor, git, preflight, tasksfile, worktree_prep
 from orchestrator_lib.errors import UsageError
 from orchestrator_lib.plan import Plan, load_plan, stray_entries
 
@@ -51,4 +51,5 @@ def check_project(project: Project, args: argparse.Namespace) -> list[object]:
     config = project.config if project.config_ok else None
     stage, milestone = getattr(args, "stage", None), getattr(args, "milestone", None)
     prepared = worktree_prep.problems(project.root, config.worktree, project.config_file) if config else []
-    return [*project.problems, *prepared, *preflight.problems(project.root, config, project.plan, stage, milestone)]
+    found = preflight.problems(project.root, config, project.plan, stage, milestone)
+    return [*project.problems, *prepared, *found, *executor.problems(config, project.root)]
