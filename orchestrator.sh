@@ -18,7 +18,7 @@ usage: ./orchestrator.sh [VERB] [ARGS...]
   draft     have the agent write the plan from a requirements document: draft PRD.md [--append]
   new       write a milestone file from the template: new 2C "Title" [--deps 1A,1B]
   run       run the remaining stages; restarts itself with --resume if it dies (AUTO_RESUME=false: off)
-  single    run once, never restart (same flags as run: --stage N, --milestone ID, --resume)
+  single    run once, never restart (same flags as run: --stage N, --milestone ID, --resume, --schedule)
   status    where every milestone stands (--json for scripts)
   watch     live dashboard (--refresh N)
   logs      a milestone's agent transcript: logs 1A [-f]

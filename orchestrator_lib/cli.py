@@ -99,6 +99,9 @@ def _add_views(sub: Any, common: argparse.ArgumentParser) -> None:
         "plan", parents=[common], help="show the execution plan, or the exact prompt of one milestone"
     )
     plan.add_argument("milestone", nargs="?", metavar="ID")
+    plan.add_argument(
+        "--schedule", choices=("stages", "dependencies"), help="show the plan as this schedule would run it"
+    )
     logs = sub.add_parser("logs", parents=[common], help="print a milestone's agent log as a readable transcript")
     logs.add_argument("milestone", metavar="ID")
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing as the agent writes")
@@ -134,6 +137,12 @@ def _add_run_options(p: Any) -> None:
     p.add_argument("--stage", type=int, metavar="N", help="run only stage N (earlier stages must be merged)")
     p.add_argument("--milestone", metavar="ID", help="run only this milestone, e.g. 1A")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run where it stopped")
+    p.add_argument(
+        "--schedule",
+        choices=("stages", "dependencies"),
+        help="stages: each stage waits for the one before (default); dependencies: a milestone starts once "
+        "its Dependencies are merged, and merges on its own (overrides config `schedule`)",
+    )
     p.add_argument(
         "--validate-only", action="store_true", help="check plan and config, report every problem, run nothing"
     )

@@ -17,10 +17,12 @@ from typing import NamedTuple
 
 from orchestrator_lib import (
     agents,
+    conflicts,
     dashboard,
     envfile,
     files,
     git,
+    graph,
     prompts,
     redact,
     render,
@@ -30,7 +32,7 @@ from orchestrator_lib import (
     worktree_prep,
 )
 from orchestrator_lib.cli import program_name
-from orchestrator_lib.config import CONFIG_FILE, config_path, load_config
+from orchestrator_lib.config import CONFIG_FILE, config_path, load_config, replace
 from orchestrator_lib.errors import EXIT_OK, EXIT_USAGE, OrchestratorError, UsageError
 from orchestrator_lib.lock import RunLock, holder_alive, read_holder
 from orchestrator_lib.plan import load_plan, milestone_id_problem, not_in_plan
@@ -49,6 +51,8 @@ class _View:
         explicit = bool(args.config or os.environ.get("ORCHESTRATOR_CONFIG"))
         self.config_file = config_path(self.root, args.config, os.environ)
         self.config = load_config(self.config_file, os.environ, explicit)
+        if getattr(args, "schedule", None):  # `run --whatif --schedule …`, `plan --schedule …`
+            self.config = replace(self.config, schedule=args.schedule)
         self.plan, self.problems = load_plan(self.root / self.config.milestones_dir, self.root)
 
     def records(self) -> tuple[dict[str, MilestoneState], RunState]:
@@ -266,6 +270,7 @@ def _plan_lines(view: _View) -> list[str]:
     lines = [
         f"Plan: {len(view.plan.milestones)} milestone(s) in {len(view.plan.stages())} stage(s), {merged} merged "
         "(nothing is run by this command)",
+        f"schedule: {cfg.schedule}" + _SCHEDULE_NOTES[cfg.schedule],
         f"agent: {' '.join(_sample_argv(view))}",
         f"review: {review}" + (f" by {cfg.review.agent.preset}" if cfg.review.agent else ""),
         f"base branch: {cfg.base_branch or git.current_branch(view.root)}",
@@ -285,6 +290,53 @@ def _plan_lines(view: _View) -> list[str]:
             deps = f"  after {', '.join(m.dependencies)}" if m.dependencies else ""
             est = f"~{render.format_minutes(m.estimate_minutes)}" if m.estimate_minutes else "no estimate"
             lines.append(f"  {m.id:<4} {m.title[:40]:<40} {note:<18} {est:<8}{deps}".rstrip())
+    return lines + _graph_lines(view, snap) + _forecast_lines(view, snap)
+
+
+_SCHEDULE_NOTES = {
+    "stages": " (each stage starts once the stage before it has merged)",
+    "dependencies": " (a milestone starts once its Dependencies are merged, and merges on its own)",
+}
+
+
+def _graph_lines(view: _View, snap: render.Snapshot) -> list[str]:
+    """The plan as waves, and the critical path by Estimated Time (orchestrator_lib/graph.py)."""
+    merged = {m.id for m in snap.milestones if m.status == "merged"}
+    milestones = view.plan.milestones
+    lines = ["", "Waves (a wave starts once the waves before it have merged what it depends on):"]
+    for n, wave in enumerate(graph.waves(milestones, merged), start=1):
+        lines.append(f"  wave {n}: {', '.join(m.id for m in wave)}")
+    if len(lines) == 2:
+        lines.append("  none: every milestone is merged")
+    path = graph.critical_path(milestones, merged)
+    if path.ids:
+        total = f" ~{render.format_minutes(path.minutes)}" if path.minutes else " (no Estimated Time given)"
+        lines.append(f"Critical path: {' -> '.join(path.ids)}{total}")
+        staged = graph.stage_minutes(milestones, merged)
+        if path.minutes or staged:
+            lines.append(
+                f"  dependencies mode needs ~{render.format_minutes(path.minutes)} of agent time end to end; "
+                f"stages mode ~{render.format_minutes(staged)} (each stage waits for its longest milestone)"
+            )
+    return lines
+
+
+def _forecast_lines(view: _View, snap: render.Snapshot) -> list[str]:
+    """Which existing milestone branches will conflict when merged (git merge-tree; nothing is touched)."""
+    base = view.config.base_branch or git.current_branch(view.root) or "HEAD"
+    ready = [m for m in snap.milestones if m.status != "merged" and git.branch_exists(view.root, f"milestone/{m.id}")]
+    if not ready or git.rev_parse(view.root, base) is None:
+        return []
+    if not conflicts.can_predict(view.root):
+        return ["", "Merge forecast: needs git 2.38 or newer (git merge-tree --write-tree)"]
+    dependencies = view.config.schedule == "dependencies"
+    groups = [ready] if dependencies else [[m for m in ready if m.stage == s] for s in sorted({m.stage for m in ready})]
+    lines = ["", f"Merge forecast (each branch as it is now, merged into {base} in this order):"]
+    for group in groups:
+        found = conflicts.forecast(view.root, base, [(m.id, f"milestone/{m.id}") for m in group])
+        for mid in found.order:
+            clash = found.conflicts.get(mid)
+            lines.append(f"  {mid:<4} " + (f"will conflict in {', '.join(clash)}" if clash else "merges cleanly"))
     return lines
 
 

@@ -138,6 +138,7 @@ class Config:
     worktree_dir: str = path_field(".worktree")
     base_branch: str | None = None
     keep_worktrees: bool = False
+    schedule: str = "stages"  # or "dependencies" (orchestrator_lib/graph.py); --schedule overrides
     logging: LoggingConfig = LoggingConfig()
     agent: AgentConfig = AgentConfig()
     rate_limit: RateLimitConfig = RateLimitConfig()
@@ -470,6 +471,7 @@ def _agent_problems(config: Config) -> list[str]:
 def _other_checks(config: Config) -> list[tuple[str, bool, str]]:
     return [
         ("logging.level", config.logging.level.upper() in LOG_LEVELS, f"one of {', '.join(LOG_LEVELS)}"),
+        ("schedule", config.schedule in ("stages", "dependencies"), '"stages" or "dependencies"'),
         ("notify.command", config.notify.command != (), 'a non-empty argv list, e.g. ["notify.sh"], or null'),
         (
             "worktree.port_range_start",

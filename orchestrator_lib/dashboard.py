@@ -98,10 +98,12 @@ def activity(m: MilestoneState, snap: render.Snapshot) -> str:
     return m.role
 
 
-def note(m: MilestoneState) -> str:
-    """The one line worth reading: what the agent said last, or why it failed."""
+def note(m: MilestoneState, snap: render.Snapshot | None = None) -> str:
+    """The one line worth reading: what the agent said last, why it failed, or what it waits for."""
     if m.status in ("failed", "blocked", "interrupted") and m.reason:
         return m.reason.splitlines()[0]
+    if snap is not None and m.id in snap.waiting:
+        return render.waits_text(snap.waiting[m.id])
     return m.last_line if m.status == "running" else ""
 
 
@@ -134,7 +136,7 @@ def _status_line(m: MilestoneState, snap: render.Snapshot) -> Text:
     details = _details(m, snap)
     if details:
         line.append(f"  {' · '.join(details)}", style="dim" if m.status == "pending" else "")
-    text = note(m)
+    text = note(m, snap)
     if text:
         line.append(f"\n      └ {text[:160]}", style="red" if m.status in ("failed", "blocked") else "dim")
     return line
@@ -215,7 +217,7 @@ def _cells(m: MilestoneState, snap: render.Snapshot) -> tuple[RenderableType, ..
         str(m.review_rounds or ""),
         str(m.agent_pid) if m.agent_pid and m.status == "running" else "",
         f"${m.cost_usd:.2f}" if m.cost_usd else "",
-        Text(note(m), style="red" if m.status in ("failed", "blocked") else ""),
+        Text(note(m, snap), style="red" if m.status in ("failed", "blocked") else ""),
     )
 
 

@@ -339,3 +339,30 @@ def runner_branches(root: Path, base: str, prefixes: Sequence[str], extra: Colle
             for head in sorted(repo.heads, key=lambda h: h.name)
             if head.name.startswith(tuple(prefixes)) or head.name in extra
         ]
+
+
+def version(cwd: Path) -> str:
+    """`git --version` as git prints it, e.g. "git version 2.39.5"."""
+    return git(cwd, "--version").stdout.strip()
+
+
+class MergePreview(NamedTuple):
+    tree: str  # the merged tree (with conflict markers where it conflicts)
+    conflicted: tuple[str, ...]  # () when the merge would be clean
+
+
+def merge_tree(cwd: Path, ours: str, theirs: str) -> MergePreview:
+    """The merge of two commits computed in the object store alone (git 2.38+): no worktree is touched."""
+    out = git(cwd, "merge-tree", "--write-tree", "--name-only", "--no-messages", ours, theirs, check=False)
+    lines = out.stdout.splitlines()
+    if out.returncode not in (0, 1) or not lines:
+        raise proc.CalledProcessError(("git", "merge-tree", ours, theirs), cwd, out.returncode, out.stdout + out.stderr)
+    return MergePreview(lines[0].strip(), tuple(p for p in lines[1:] if p) if out.returncode else ())
+
+
+def commit_tree(cwd: Path, tree: str, parents: Sequence[str], message: str) -> str:
+    """A commit object of `tree` on no branch: the step of a merge forecast (unreachable, gc takes it)."""
+    args = ["commit-tree", tree, "-m", message]
+    for parent in parents:
+        args += ["-p", parent]
+    return git(cwd, *args).stdout.strip()

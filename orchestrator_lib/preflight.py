@@ -45,7 +45,8 @@ def problems(
         # without a base branch, what is merged is unknown: check the ids and stages alone
         merged = list(git.milestone_trailers(root, f"refs/heads/{base}")) if base else [m.id for m in plan.milestones]
         shown = config.milestones_dir if config else Config().milestones_dir
-        _collect(found, lambda: selection(plan, merged, stage, milestone, shown))
+        schedule = config.schedule if config else "stages"
+        _collect(found, lambda: selection(plan, merged, stage, milestone, shown, schedule))
     return found
 
 
@@ -177,24 +178,34 @@ def base_branch(root: Path, config: Config) -> str:
 
 
 def selection(
-    plan: Plan, merged: Sequence[str], stage: int | None, milestone: str | None, shown_dir: str
+    plan: Plan,
+    merged: Sequence[str],
+    stage: int | None,
+    milestone: str | None,
+    shown_dir: str,
+    schedule: str = "stages",
 ) -> list[tuple[int, list[Milestone]]]:
-    """The stages and milestones `--stage`/`--milestone` pick among those not merged; UsageError if none fits."""
+    """The stages and milestones `--stage`/`--milestone` pick among those not merged; UsageError if none fits.
+
+    Stages mode needs the earlier stages merged; dependencies mode only the picked milestones' Dependencies."""
     pending = [m for m in plan.milestones if m.id not in merged]
     if milestone is not None:
-        return _one_milestone(plan, merged, pending, milestone, shown_dir)
+        return _one_milestone(plan, merged, pending, milestone, shown_dir, schedule)
     stages = sorted({m.stage for m in pending})
     if stage is not None:
         if stage not in plan.stages():
             have = ", ".join(map(str, plan.stages())) or "none"
             raise UsageError(f"--stage {stage}: there is no stage {stage} (stages: {have})")
-        _require_earlier_merged(stage, pending, f"stage {stage}")
+        if schedule == "dependencies":
+            _require_dependencies_merged([m for m in pending if m.stage == stage], merged, f"stage {stage}")
+        else:
+            _require_earlier_merged(stage, pending, f"stage {stage}")
         stages = [s for s in stages if s == stage]
     return [(s, [m for m in pending if m.stage == s]) for s in stages]
 
 
 def _one_milestone(
-    plan: Plan, merged: Sequence[str], pending: list[Milestone], wanted: str, shown_dir: str
+    plan: Plan, merged: Sequence[str], pending: list[Milestone], wanted: str, shown_dir: str, schedule: str
 ) -> list[tuple[int, list[Milestone]]]:
     problem = milestone_id_problem(wanted)
     if problem:
@@ -202,11 +213,21 @@ def _one_milestone(
     m = plan.get(wanted)
     if m is None:
         raise UsageError(not_in_plan(plan, wanted, where=f"{shown_dir}/"))
-    _require_earlier_merged(m.stage, pending, f"milestone {m.id}")
+    if schedule != "dependencies":
+        _require_earlier_merged(m.stage, pending, f"milestone {m.id}")
     missing = [d for d in m.dependencies if d not in merged]
     if missing:
         raise UsageError(f"milestone {m.id} depends on {', '.join(missing)}, not merged yet")
     return [] if m.id in merged else [(m.stage, [m])]
+
+
+def _require_dependencies_merged(milestones: list[Milestone], merged: Sequence[str], what: str) -> None:
+    missing = sorted({d for m in milestones for d in m.dependencies if d not in merged})
+    if missing:
+        raise UsageError(
+            f"{what} depends on {', '.join(missing)}, not merged yet (run without --stage, "
+            f"or `--milestone {missing[0]}` first)"
+        )
 
 
 def _require_earlier_merged(stage: int, pending: list[Milestone], what: str) -> None:

@@ -36,6 +36,8 @@ def load_project(args: argparse.Namespace, keep_config_error: bool = False) -> P
         if not keep_config_error:
             raise
         config, config_problems = configuration.Config(), list(getattr(e, "problems", [e]))
+    if getattr(args, "schedule", None):  # the flag wins over the file
+        config = configuration.replace(config, schedule=args.schedule)
     plan, problems = load_plan(root / config.milestones_dir, root)
     base = config.base_branch or git.current_branch(root)
     theirs = tasksfile.ownership_problem(root, config.tasks_file, base)  # never overwrite the user's file

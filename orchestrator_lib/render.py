@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from orchestrator_lib import files, redact
+from orchestrator_lib import files, graph, redact
 from orchestrator_lib.plan import Plan
 from orchestrator_lib.state import MilestoneState, RunState, scrub
 
@@ -31,12 +31,14 @@ class Snapshot(NamedTuple):
     estimates: dict[str, int | None]
     run: RunState
     now: float
+    waiting: dict[str, tuple[str, ...]]  # a milestone not started -> the dependencies not merged yet
 
 
 def snapshot(plan: Plan, records: dict[str, MilestoneState], run: RunState, now: float | None = None) -> Snapshot:
     rows = tuple(_row(records.get(m.id), m.id, m.stage, m.title) for m in plan.milestones)
     estimates = {m.id: m.estimate_minutes for m in plan.milestones}
-    return Snapshot(rows, estimates, scrub(run), time.time() if now is None else now)
+    waiting = graph.waiting(plan.milestones, {m.id: m.status for m in rows})
+    return Snapshot(rows, estimates, scrub(run), time.time() if now is None else now, waiting)
 
 
 def _row(rec: MilestoneState | None, mid: str, stage: int, title: str) -> MilestoneState:
@@ -87,7 +89,7 @@ def _tasks_body(snap: Snapshot) -> str:
         for m in rows:
             lines.append(
                 f"| {m.id} | {_cell(m.title)} | {m.status} | {m.attempts} | {m.review_rounds} | "
-                f"{_cost(m.cost_usd)} | {_tokens(m)} | {m.merge_commit[:10]} | {_cell(_note(m))} |"
+                f"{_cost(m.cost_usd)} | {_tokens(m)} | {m.merge_commit[:10]} | {_cell(_note(m, snap))} |"
             )
         lines.append("")
         spent = _spent(rows)
@@ -120,12 +122,18 @@ def _tokens(m: MilestoneState) -> str:
     return f"{total:,}" if total else ""
 
 
-def _note(m: MilestoneState) -> str:
+def _note(m: MilestoneState, snap: Snapshot) -> str:
     if m.status in ("failed", "blocked", "interrupted") and m.reason:
         return m.reason.splitlines()[0][:160]
+    if m.id in snap.waiting:
+        return waits_text(snap.waiting[m.id])
     if m.last_findings and m.status != "merged":
         return "review: " + m.last_findings[0][:140]
     return ""
+
+
+def waits_text(ids: Sequence[str]) -> str:
+    return f"waits for {', '.join(ids)}"
 
 
 def _cell(text: str) -> str:
@@ -232,6 +240,7 @@ def _milestone_json(m: MilestoneState, snap: Snapshot) -> dict[str, Any]:
         "elapsed_seconds": elapsed_seconds(m, snap.now),
         "checks": m.checks or None,
         "recoveries": m.recoveries,
+        "waits_for": list(snap.waiting.get(m.id, ())),
     }
 
 
