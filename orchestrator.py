@@ -24,6 +24,7 @@ from typing import NamedTuple
 from advanced import MilestoneValidator, RateLimitManager, SystemMonitor, WorktreeManager
 from orchestrator_lib import (
     agents,
+    budget,
     commands,
     draft,
     envfile,
@@ -218,6 +219,7 @@ class Runner:
         self.announcer = Announcer(self.parts.notifier)
         self.reporter: Reporter
         self._fatal: MilestoneResult | None = None  # an auth failure: every task stops
+        self.ledger = budget.Ledger(self.cfg.budget)  # seeded from the state once it is open
 
     def run(self) -> int:
         if not git.has_commits(self.root):
@@ -226,7 +228,7 @@ class Runner:
             store = StateStore.open(self.root)
             assert store is not None
             tasks = tasksfile.TasksFile(self.root, self.cfg.tasks_file, say)
-            self.reporter = Reporter(self.p.plan, store, tasks, self.announcer)
+            self.reporter = Reporter(self.p.plan, store, tasks, self.announcer, self.cfg.budget)
             setup_logging(self.log_dir, self.cfg.logging.level)
             if lock.notice:
                 say(f"notice: {lock.notice}")
@@ -268,7 +270,8 @@ class Runner:
         run = store.run()
         if run.paused_until > time.time():  # a restarted runner keeps waiting instead of hammering
             self.parts.rate_limits.pause_until(run.paused_until, run.pause_reason)
-            say(f"usage limit: {run.pause_reason} · every task waits until {clock(run.paused_until)}")
+            say(budget.pause_line(run.pause_reason, clock(run.paused_until)))
+        self.ledger = budget.Ledger(self.cfg.budget, budget.spent_of(store.milestones().values()))
         store.update_run(status="running", pid=os.getpid(), started_at=time.time(), message="")
         self.reporter.render()
         for stage, milestones in targets:
@@ -310,7 +313,11 @@ class Runner:
         results = tuple(self._run_jobs(jobs))
         if self._fatal is not None:
             return StageResult(stage, self._cannot_authenticate(stage, self._fatal), results)
-        if self.stops.is_set() or any(r.status == "interrupted" for r in results):
+        if self.stops.is_set():
+            self.reporter.interrupted(self.root)
+        if self.ledger.refused:
+            return StageResult(stage, self._budget_reached(stage), results)
+        if any(r.status == "interrupted" for r in results):
             self.reporter.interrupted(self.root)
         failed = [r for r in results if r.status != "done"]
         if failed:
@@ -324,6 +331,12 @@ class Runner:
         preparer = self.preparer._replace(stop=self.stops.event)
         merger = StageMerger(self._services(), self.reporter, self.stops, self._cleanup, preparer)
         return StageResult(stage, merger.merge(stage, milestones), results)
+
+    def _budget_reached(self, stage: int) -> int:
+        """The run's or a stage's cap stopped new starts; the agents that ran have finished. Exit 1."""
+        message = f"{self.ledger.refused}: no new agent was started"
+        fix = f"raise the cap in {self.p.config_file.name} (or remove it), then continue with --resume"
+        return self.reporter.fail(message, f"stage {stage} stopped: {message}; {fix}")
 
     def _already_done(self, rec: MilestoneState | None) -> bool:
         return bool(rec and rec.status == Status.DONE and rec.branch and git.branch_exists(self.root, rec.branch))
@@ -371,6 +384,8 @@ class Runner:
             return r
         if self._fatal is not None:
             return r._replace(reason=f"stopped: the agent of {self._fatal.id} could not authenticate")
+        if r.reason.startswith(budget.REACHED):
+            return r  # held back by the run's or stage's cap: --resume goes on
         if not self.stops.is_set():
             stopped = self.stops.for_milestone(r.id).is_set()
             return r._replace(status="failed", reason="stopped by user" if stopped else r.reason)
@@ -415,6 +430,7 @@ class Runner:
             emit=self._emit,
             clock=time.time,
             config_file=self.p.config_file,
+            budget=self.ledger,
         )
 
     def _emit(self, event: object) -> None:

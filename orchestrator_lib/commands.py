@@ -70,7 +70,7 @@ class _View:
             run = dataclasses.replace(run, status="interrupted")
         if run.status != "running":
             run = dataclasses.replace(run, hold_reason="")  # a resource hold ends with its run
-        return render.snapshot(self.plan, records, run)
+        return render.snapshot(self.plan, records, run, caps=self.config.budget)
 
     def _with_git_truth(self, records: dict[str, MilestoneState]) -> dict[str, MilestoneState]:
         base = self.config.base_branch or git.current_branch(self.root) or "HEAD"

@@ -54,6 +54,18 @@ class RateLimitConfig:
     text_reset_margin_seconds: float = 60
     backoff_initial_seconds: float = 10
     backoff_max_seconds: float = 600
+    # Claude's usage warning (rate_limit_event allowed_warning) at or above this share of a
+    # window holds new agent starts until the window resets; None: never hold.
+    pause_at_utilization: float | None = 0.95
+
+
+@dataclasses.dataclass(frozen=True)
+class BudgetConfig:
+    """Spending caps in US dollars of what the agents report (orchestrator_lib/budget.py); None: no cap."""
+
+    run_usd: float | None = None
+    stage_usd: float | None = None
+    milestone_usd: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,6 +162,7 @@ class Config:
     draft: DraftConfig = DraftConfig()
     worktree: WorktreeConfig = WorktreeConfig()
     executor: ExecutorConfig = ExecutorConfig()
+    budget: BudgetConfig = BudgetConfig()
 
 
 class ConfigError(UsageError):
@@ -418,6 +431,7 @@ def _value_problems(config: Config) -> list[str]:
         *_range_problems(config),
         *_path_problems(config),
         *_agent_problems(config),
+        *_budget_problems(config),
         *[f"`{key}` must be {expected}" for key, ok, expected in _other_checks(config) if not ok],
     ]
     return problems
@@ -465,6 +479,23 @@ def _agent_problems(config: Config) -> list[str]:
             problems.append(
                 f'`{agent_key}.command` must be set when preset is "command", e.g. ["python3", "my_agent.py"]'
             )
+    return problems
+
+
+def _budget_problems(config: Config) -> list[str]:
+    """Caps are positive amounts; the utilization share is more than 0 and at most 1 (null: off)."""
+    caps = [(f"budget.{k}", getattr(config.budget, k)) for k in ("run_usd", "stage_usd", "milestone_usd")]
+    problems = [
+        f"`{key}` must be more than 0 (US dollars), or null for no cap, not {_shown(v)}"
+        for key, v in caps
+        if v is not None and v <= 0
+    ]
+    share = config.rate_limit.pause_at_utilization
+    if share is not None and not 0 < share <= 1:
+        problems.append(
+            f"`rate_limit.pause_at_utilization` must be more than 0 and at most 1 (0.95 holds new starts at 95 %), "
+            f"or null to never hold, not {_shown(share)}"
+        )
     return problems
 
 

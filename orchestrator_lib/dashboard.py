@@ -18,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from orchestrator_lib import render
+from orchestrator_lib.budget import HOLDING
 from orchestrator_lib.errors import OrchestratorError
 from orchestrator_lib.state import MilestoneState
 
@@ -56,8 +57,11 @@ def notices(snap: render.Snapshot) -> list[Text]:
     lines = []
     banner = render.pause_banner(snap.run, snap.now)
     if banner:
-        reason = f" · {snap.run.pause_reason}" if snap.run.pause_reason else ""
+        hold = snap.run.pause_reason.startswith(HOLDING)  # the banner is the reason
+        reason = f" · {snap.run.pause_reason}" if snap.run.pause_reason and not hold else ""
         lines.append(Text(f" ⏸ {banner}{reason} ", style=BANNER_STYLE))
+    if render.budget_line(snap):
+        lines.append(Text(render.budget_line(snap)))
     if snap.run.hold_reason:
         lines.append(Text(f" ⚠ holding new agent starts: {snap.run.hold_reason} ", style="bold yellow"))
     if snap.run.message and snap.run.status != "running":
@@ -92,7 +96,7 @@ def activity(m: MilestoneState, snap: render.Snapshot) -> str:
         return ""
     if not m.agent_pid and m.role in GATED_ROLES:
         if snap.run.paused_until > snap.now:
-            return "waits: usage limit"
+            return "waits: usage hold" if snap.run.pause_reason.startswith(HOLDING) else "waits: usage limit"
         if snap.run.hold_reason:
             return "waits: resources"
     return m.role

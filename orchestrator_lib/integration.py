@@ -149,7 +149,8 @@ class StageMerger:
     def _commit_tasks_file(self, stage: int, merged: dict[str, MilestoneState]) -> None:
         store = self.reporter.store
         records = {**store.milestones(), **merged}
-        text = render.tasks_markdown(render.snapshot(self.reporter.plan, records, store.run()))
+        run = store.run()
+        text = render.tasks_markdown(render.snapshot(self.reporter.plan, records, run, caps=self.reporter.caps))
         render.write_atomic(self.worktrees.integration_path / self.cfg.tasks_file, text)
         git.commit_all(self.worktrees.integration_path, f"Update {self.cfg.tasks_file}: stage {stage} merged")
 

@@ -409,6 +409,27 @@ def _rejected_limit(events: list[dict[str, Any]]) -> dict[str, Any] | None:
     return None
 
 
+class UsageWarning(NamedTuple):
+    """Claude's rate_limit_event with status allowed_warning: an account window nearly used up."""
+
+    utilization: float  # 0 to 1
+    window: str  # rateLimitType: five_hour, seven_day, …
+    resets_at: float | None  # epoch seconds
+
+
+def usage_warning(line: str) -> UsageWarning | None:
+    """The warning one stream-json line carries, if it is one (a plain "allowed" is not)."""
+    if '"rate_limit_event"' not in line:
+        return None
+    event = _json_object(line.strip())
+    info = _dict(event.get("rate_limit_info")) if event and event.get("type") == "rate_limit_event" else {}
+    utilization = _float(info.get("utilization"))
+    if info.get("status") != "allowed_warning" or utilization is None:
+        return None
+    window = info.get("rateLimitType")
+    return UsageWarning(utilization, window if isinstance(window, str) else "", _epoch(info.get("resetsAt")))
+
+
 def _epoch(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None

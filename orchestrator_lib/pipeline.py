@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 from advanced import CheckResult, MilestoneValidator, RateLimitManager, SystemMonitor, Verdict, WorktreeManager
 from orchestrator_lib import (
     agents,
+    budget,
     files,
     git,
     launches,
@@ -65,6 +66,7 @@ class Services(NamedTuple):
     emit: Callable[[object], None]
     clock: Callable[[], float]
     config_file: Path = Path("orchestrator.config.json")  # named in messages about the config
+    budget: budget.Ledger | None = None  # the run's spend and caps; None: only per-milestone caps
 
 
 class Job(NamedTuple):
@@ -238,8 +240,8 @@ def _review_rounds(ctx: _Context, commit: str, pending: _Pending | None) -> Mile
             return MilestoneResult(m.id, "done", "", commit)
         if verdict.ok:
             passed, findings = _review(ctx, round_no)
-            if passed is None:
-                return MilestoneResult(m.id, "interrupted", "stopped during review")
+            if isinstance(passed, Outcome):  # stopped, or out of budget
+                return _failure(ctx, passed)
             if passed:
                 return MilestoneResult(m.id, "done", "", commit)
         if round_no == rounds:
@@ -310,13 +312,17 @@ def _commit(ctx: _Context, message: str, squash: bool = False) -> str:
 def _failure(ctx: _Context, outcome: Outcome) -> MilestoneResult:
     if outcome.kind == "interrupted":
         return MilestoneResult(ctx.m.id, "interrupted", outcome.message)
+    if outcome.kind == "budget":  # the run's or stage's cap: --resume goes on from here once it is raised
+        return MilestoneResult(ctx.m.id, "interrupted", outcome.message)
     fatal = outcome.kind == "auth"
-    reason = outcome.message if outcome.kind == "failed" else f"{outcome.kind}: {outcome.message}"
+    plain = outcome.kind in ("failed", "over_budget")
+    reason = outcome.message if plain else f"{outcome.kind}: {outcome.message}"
     return MilestoneResult(ctx.m.id, "failed", reason, fatal=fatal)
 
 
-def _review(ctx: _Context, round_no: int) -> tuple[bool | None, tuple[str, ...]]:
-    """(passed, findings); passed None when stopped. Whatever the reviewer changes is thrown away."""
+def _review(ctx: _Context, round_no: int) -> tuple[bool | Outcome, tuple[str, ...]]:
+    """(passed, findings); instead of passed, why it stopped (a stop, a budget). Whatever the
+    reviewer changes is thrown away."""
     review_file = ctx.s.prompt_dir / f"{ctx.m.id}-review-{round_no}.json"
     prompt = prompts.review(ctx.m, str(ctx.path), git.diff(ctx.path, ctx.base), str(review_file))
     head = git.rev_parse(ctx.path, "HEAD") or ""
@@ -328,7 +334,9 @@ def _review(ctx: _Context, round_no: int) -> tuple[bool | None, tuple[str, ...]]
         files.make_private(review_file)  # the reviewer wrote it with its own umask
         discarded += _discard_reviewer_changes(ctx, head)
         if outcome.kind == "interrupted":
-            return None, ()
+            return Outcome("interrupted", "stopped during review", False), ()
+        if outcome.kind in ("budget", "over_budget"):
+            return outcome, ()
         verdict = review.read_verdict(review_file, outcome.message) if outcome.kind == "ok" else None
         if verdict is not None:
             break
@@ -400,7 +408,13 @@ def _attempt(ctx: _Context, role: str, state: dict[str, Any], extra_env: Mapping
         held = s.monitor.wait_until_ok(stop, lambda reason: s.emit(Held(reason or "")))
         if held:
             return Outcome("interrupted" if held == "stopped" else "resources", held, False)
+        refused = _over_budget(ctx, agent, role) or _refused(ctx, role)
+        if refused:
+            return refused
         run, kind = _one_run(ctx, agent, role, state, extra_env)
+        over = _over_budget(ctx, agent, role)  # whatever the run achieved: the milestone is over its budget
+        if over:
+            return over
         if kind.kind == "ok":
             ctx.tally.crashes = 0
             return Outcome("ok", run.output, False)
@@ -423,6 +437,28 @@ def _attempt(ctx: _Context, role: str, state: dict[str, Any], extra_env: Mapping
         if outcome.retryable:
             _go_on(ctx, agent, role, state, prompts.continue_after_error(outcome.message))
         return outcome
+
+
+_BUDGETED = ("implement", "remediate", "review")  # a milestone's own agents; not the resolver, not draft
+
+
+def _over_budget(ctx: _Context, agent: AgentConfig, role: str) -> Outcome | None:
+    """The milestone's spend reached budget.milestone_usd or its agent's budget_usd: it fails."""
+    own = getattr(agent, "budget_usd", None)  # AgentConfig.budget_usd (the `## Agent` section, issue 13)
+    cap = budget.milestone_cap(ctx.s.config.budget, own if isinstance(own, (int, float)) else None)
+    reason = budget.over_milestone(ctx.tally.cost_usd, cap) if role in _BUDGETED else None
+    if reason:
+        _log_line(ctx, f"{role}: {reason}; the milestone stops")
+    return Outcome("over_budget", reason, False) if reason else None
+
+
+def _refused(ctx: _Context, role: str) -> Outcome | None:
+    """The run's or the stage's cap reached: no new agent starts (running ones finish)."""
+    ledger = ctx.s.budget
+    reason = ledger.refusal(ctx.m.stage) if ledger is not None and role in _BUDGETED else None
+    if reason:
+        _log_line(ctx, f"{role} not started: {reason}")
+    return Outcome("budget", reason, False) if reason else None
 
 
 # Claude: "No conversation found with session ID …"; Codex: "no rollout found for thread id …".
@@ -517,6 +553,8 @@ def _one_run(
         _used(path)
     report = limits.read_report(run.output)
     tally.add(report)
+    if s.budget is not None:
+        s.budget.record(m.id, m.stage, tally.cost_usd)
     if presets.get(agent.preset).resumes_session and role != "review" and report.session_id and not named:
         tally.session_id = report.session_id  # Codex names its session only once it runs
         state["resume"] = True
@@ -624,7 +662,20 @@ def _on_start(ctx: _Context) -> Callable[[int, float], None]:
 
 
 def _line_reporter(ctx: _Context) -> Callable[[str], None]:
-    return _LastLine(lambda text: ctx.s.emit(Progress(ctx.m.id, {"last_line": text})))
+    last = _LastLine(lambda text: ctx.s.emit(Progress(ctx.m.id, {"last_line": text})))
+
+    def heard(line: str) -> None:
+        _hold_if_warned(ctx, line)
+        last(line)
+
+    return heard
+
+
+def _hold_if_warned(ctx: _Context, line: str) -> None:
+    held = budget.hold(ctx.s.rate_limits, ctx.s.config.rate_limit, line, ctx.s.clock())
+    if held is not None:
+        ctx.s.emit(Paused(held.until, held.reason))
+        _log_line(ctx, f"{held.reason}; no new agent starts until {time.ctime(held.until)}")
 
 
 class _LastLine:

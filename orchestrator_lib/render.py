@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from orchestrator_lib import files, graph, redact
+from orchestrator_lib.budget import HOLDING, usd
+from orchestrator_lib.config import BudgetConfig
 from orchestrator_lib.plan import Plan
 from orchestrator_lib.state import MilestoneState, RunState, scrub
 
@@ -32,13 +34,20 @@ class Snapshot(NamedTuple):
     run: RunState
     now: float
     waiting: dict[str, tuple[str, ...]]  # a milestone not started -> the dependencies not merged yet
+    caps: BudgetConfig = BudgetConfig()  # the config's `budget`, shown against the spend
 
 
-def snapshot(plan: Plan, records: dict[str, MilestoneState], run: RunState, now: float | None = None) -> Snapshot:
+def snapshot(
+    plan: Plan,
+    records: dict[str, MilestoneState],
+    run: RunState,
+    now: float | None = None,
+    caps: BudgetConfig = BudgetConfig(),
+) -> Snapshot:
     rows = tuple(_row(records.get(m.id), m.id, m.stage, m.title) for m in plan.milestones)
     estimates = {m.id: m.estimate_minutes for m in plan.milestones}
     waiting = graph.waiting(plan.milestones, {m.id: m.status for m in rows})
-    return Snapshot(rows, estimates, scrub(run), time.time() if now is None else now, waiting)
+    return Snapshot(rows, estimates, scrub(run), time.time() if now is None else now, waiting, caps)
 
 
 def _row(rec: MilestoneState | None, mid: str, stage: int, title: str) -> MilestoneState:
@@ -78,6 +87,8 @@ def _tasks_body(snap: Snapshot) -> str:
         _summary(snap, with_run=False),
         "",
     ]
+    if budget_line(snap):
+        lines += [budget_line(snap), ""]
     for stage in sorted({m.stage for m in snap.milestones}):
         lines += [
             f"## Stage {stage}",
@@ -117,6 +128,22 @@ def _spent(milestones: Sequence[MilestoneState]) -> str:
     return f"cost {_cost(cost)} · {tokens:,} tokens" if cost or tokens else ""
 
 
+def budget_line(snap: Snapshot) -> str:
+    """Spend against each cap set: "Budget: run $1.20 of $5.00 · stage 1 $0.60 of $2.00 · …"; "" if none."""
+    caps, rows = snap.caps, snap.milestones
+    parts = []
+    if caps.run_usd is not None:
+        parts.append(f"run {usd(sum(m.cost_usd for m in rows))} of {usd(caps.run_usd)}")
+    if caps.stage_usd is not None:
+        for stage in sorted({m.stage for m in rows}):
+            spent = sum(m.cost_usd for m in rows if m.stage == stage)
+            parts.append(f"stage {stage} {usd(spent)} of {usd(caps.stage_usd)}")
+    if caps.milestone_usd is not None and rows:
+        top = max(rows, key=lambda m: m.cost_usd)
+        parts.append(f"each milestone {usd(caps.milestone_usd)} (most: {top.id} {usd(top.cost_usd)})")
+    return "Budget: " + " · ".join(parts) if parts else ""
+
+
 def _tokens(m: MilestoneState) -> str:
     total = m.input_tokens + m.output_tokens
     return f"{total:,}" if total else ""
@@ -147,6 +174,8 @@ def _cost(usd: float) -> str:
 def pause_banner(run: RunState, now: float) -> str:
     if run.paused_until <= now:
         return ""
+    if run.pause_reason.startswith(HOLDING):  # it names the window and its reset itself
+        return f"{run.pause_reason} (new agents start in {countdown(run.paused_until - now)})"
     reset = time.localtime(run.paused_until)
     when = time.strftime("%H:%M" if reset[:3] == time.localtime(now)[:3] else "%a %H:%M", reset)
     return f"waiting for usage limit · resets {when} (in {countdown(run.paused_until - now)})"
@@ -195,6 +224,12 @@ def status_json(snap: Snapshot) -> dict[str, Any]:
             "input_tokens": sum(m.input_tokens for m in snap.milestones),
             "output_tokens": sum(m.output_tokens for m in snap.milestones),
         },
+        "budget": {
+            "run_usd": snap.caps.run_usd,
+            "stage_usd": snap.caps.stage_usd,
+            "milestone_usd": snap.caps.milestone_usd,
+            "run_spent_usd": round(sum(m.cost_usd for m in snap.milestones), 6),
+        },
         "stages": _stage_totals(snap),
         "milestones": [_milestone_json(m, snap) for m in snap.milestones],
         "generated_at": round(snap.now, 3),
@@ -210,6 +245,7 @@ def _stage_totals(snap: Snapshot) -> list[dict[str, Any]]:
             "cost_usd": round(sum(m.cost_usd for m in snap.milestones if m.stage == s), 6),
             "input_tokens": sum(m.input_tokens for m in snap.milestones if m.stage == s),
             "output_tokens": sum(m.output_tokens for m in snap.milestones if m.stage == s),
+            "budget_usd": snap.caps.stage_usd,
         }
         for s in stages
     ]
@@ -233,6 +269,7 @@ def _milestone_json(m: MilestoneState, snap: Snapshot) -> dict[str, Any]:
         "estimate_minutes": snap.estimates.get(m.id),
         "last_line": m.last_line or None,
         "cost_usd": round(m.cost_usd, 6),
+        "budget_usd": snap.caps.milestone_usd,
         "input_tokens": m.input_tokens,
         "output_tokens": m.output_tokens,
         "review_rounds": m.review_rounds,

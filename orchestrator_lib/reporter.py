@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 from typing import NoReturn
 
-from orchestrator_lib import files, redact, render, tasksfile
+from orchestrator_lib import budget, files, redact, render, tasksfile
+from orchestrator_lib.config import BudgetConfig
 from orchestrator_lib.errors import EXIT_FAILED, Interrupted
 from orchestrator_lib.notify import Announcer
 from orchestrator_lib.pipeline import Held, MilestoneResult, Paused, Progress
@@ -33,15 +34,23 @@ def clock(epoch: float) -> str:
 
 
 class Reporter:
-    def __init__(self, plan: Plan, store: StateStore, tasks: tasksfile.TasksFile, announcer: Announcer) -> None:
+    def __init__(
+        self,
+        plan: Plan,
+        store: StateStore,
+        tasks: tasksfile.TasksFile,
+        announcer: Announcer,
+        caps: BudgetConfig = BudgetConfig(),
+    ) -> None:
         self.plan = plan
+        self.caps = caps  # shown against the spend in TASKS.md
         self.store = store
         self.tasks = tasks
         self.announcer = announcer
         self.say = say
 
     def render(self) -> None:
-        snap = render.snapshot(self.plan, self.store.milestones(), self.store.run())
+        snap = render.snapshot(self.plan, self.store.milestones(), self.store.run(), caps=self.caps)
         self.announcer.observe(snap)  # failures, pauses and resumes become notifications
         try:
             self.tasks.write(render.tasks_markdown(snap))
@@ -79,7 +88,7 @@ class Reporter:
             self._progress(event)
         elif isinstance(event, Paused):
             self.store.update_run(paused_until=event.until, pause_reason=event.reason)
-            self.say(f"usage limit: {event.reason} · every task waits until {clock(event.until)}")
+            self.say(budget.pause_line(event.reason, clock(event.until)))
             self.render()
         elif isinstance(event, Held):
             if event.reason != self.store.run().hold_reason:
