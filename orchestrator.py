@@ -122,6 +122,8 @@ def dispatch(args: argparse.Namespace) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     project = load_project(args, keep_config_error=True)
     problems = check_project(project, args)
+    if not problems and project.config_ok:  # a reachable remote and Ray: does a worker have the agent?
+        problems += executor.worker_problems(project.config)
     missing = project.config_ok and agents.check_installed(project.config.agent, project.root)
     if missing:
         print(f"warning: {missing}", file=sys.stderr)

@@ -87,7 +87,9 @@ def over_estimate(m: MilestoneState, snap: render.Snapshot) -> bool:
 
 def status_word(m: MilestoneState, snap: render.Snapshot) -> Text:
     doing = activity(m, snap)
-    return Text(m.status + (f" ({doing})" if doing else ""), style=STYLES.get(m.status, ""))
+    where = f"on {short_node(m.node)}" if m.node and m.status == "running" else ""  # a Ray node (executor)
+    said = " ".join(part for part in (doing, where) if part)
+    return Text(m.status + (f" ({said})" if said else ""), style=STYLES.get(m.status, ""))
 
 
 def activity(m: MilestoneState, snap: render.Snapshot) -> str:
@@ -100,6 +102,11 @@ def activity(m: MilestoneState, snap: render.Snapshot) -> str:
         if snap.run.hold_reason:
             return "waits: resources"
     return m.role
+
+
+def short_node(node: str) -> str:
+    """A Ray node id (56 hex digits) by its first 8, as Ray's own tools show it; "" on this machine."""
+    return node[:8]
 
 
 def note(m: MilestoneState, snap: render.Snapshot | None = None) -> str:
@@ -156,6 +163,8 @@ def _details(m: MilestoneState, snap: render.Snapshot) -> list[str]:
         parts.append(f"review {m.review_rounds}")
     if m.agent_pid and m.status == "running":
         parts.append(f"pid {m.agent_pid}")
+    if m.node:
+        parts.append(f"node {short_node(m.node)}")
     if m.cost_usd:
         parts.append(f"${m.cost_usd:.2f}")
     return [p for p in parts if p]

@@ -43,7 +43,19 @@ def make(config: Config, root: Path) -> Executor:
         return LocalExecutor()
     if not ray_installed():
         raise UsageError(ray_missing())
-    raise UsageError('executor.kind "ray": the Ray executor is not in this version yet')
+    from orchestrator_lib import ray_executor  # Ray is an optional extra: imported only when chosen
+
+    return ray_executor.RayExecutor(config, root)
+
+
+def worker_problems(config: Config) -> list[str]:
+    """--validate-only on Ray: a tiny task checks that a worker can start git and the agent."""
+    if config.executor.kind != "ray" or not ray_installed():
+        return []
+    from orchestrator_lib import ray_executor  # Ray is an optional extra: imported only when chosen
+
+    found = ray_executor.check_workers(config)
+    return [found] if found else []
 
 
 def ray_installed() -> bool:

@@ -306,6 +306,14 @@ def remote_tip(cwd: Path, url: str, ref: str) -> str | None:
     return next((sha for sha, name in tips if name == ref), None)
 
 
+def config_value(cwd: Path, name: str) -> str:
+    return git(cwd, "config", name, check=False).stdout.strip()
+
+
+def set_branch(cwd: Path, name: str, sha: str) -> None:
+    git(cwd, "update-ref", f"refs/heads/{name}", sha)
+
+
 def push(cwd: Path, url: str, *refspecs: str) -> None:
     git(cwd, "push", "-q", url, *refspecs, timeout=600)
 

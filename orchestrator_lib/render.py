@@ -278,6 +278,7 @@ def _milestone_json(m: MilestoneState, snap: Snapshot) -> dict[str, Any]:
         "checks": m.checks or None,
         "recoveries": m.recoveries,
         "waits_for": list(snap.waiting.get(m.id, ())),
+        "node": m.node or None,
     }
 
 

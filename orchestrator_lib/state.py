@@ -67,6 +67,7 @@ class MilestoneState:
     recoveries: int = 0
     crashes: int = 0  # failed agent runs in a row, kept across resumes (bounded by retry_attempts)
     port_base: int = 0  # its ORCHESTRATOR_PORT_BASE block, kept by a resumed run (0: none yet)
+    node: str = ""  # the Ray node id it runs or ran on (executor.kind "ray"); "" on this machine
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))

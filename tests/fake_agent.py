@@ -156,6 +156,7 @@ def main() -> int:
         "secret": os.environ.get("FAKE_SECRET_SEEN_AS"),
         "port_base": os.environ.get("ORCHESTRATOR_PORT_BASE"),
         "slug": os.environ.get("ORCHESTRATOR_TASK_SLUG"),
+        "raylet_pid": os.environ.get("RAY_RAYLET_PID"),  # set by Ray in its workers: which node ran this
     }
     log = os.environ.get("FAKE_AGENT_LOG")
     entry = load_entry(milestone, role)
