@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator_lib import proc, redact
+from orchestrator_lib.budget import HOLDING
 from orchestrator_lib.config import NotifyConfig
 from orchestrator_lib.render import Snapshot
 
@@ -172,9 +173,12 @@ class Announcer:
     def _pause(self, snap: Snapshot, paused: float) -> None:
         if paused and not self._paused_until:
             when = time.strftime("%H:%M", time.localtime(paused))
+            hold = snap.run.pause_reason.startswith(HOLDING)  # before the limit: running agents go on
             self._notifier.send(
                 "usage_limit",
-                f"usage limit: every agent waits until {when}",
+                f"{snap.run.pause_reason}: new agents wait until {when}"
+                if hold
+                else f"usage limit: every agent waits until {when}",
                 until=paused,
                 reason=snap.run.pause_reason,
             )

@@ -14,6 +14,7 @@ from conftest import Project
 from advanced import RateLimitManager
 from orchestrator_lib import budget, limits, render
 from orchestrator_lib.config import BudgetConfig, Config, ConfigError, RateLimitConfig, load_config
+from orchestrator_lib.notify import Announcer
 from orchestrator_lib.plan import Plan
 from orchestrator_lib.state import MilestoneState, RunState
 
@@ -290,3 +291,19 @@ def test_a_hold_shows_its_own_banner() -> None:
 def test_an_empty_plan_shows_no_milestone_cap_line() -> None:
     empty = render.snapshot(Plan(()), {}, RunState(), NOW, caps=BudgetConfig(milestone_usd=1.0))
     assert render.budget_line(empty) == ""
+
+
+def test_a_hold_is_announced_as_a_hold() -> None:
+    sent: list[tuple[str, str]] = []
+
+    class Recorder:
+        def send(self, event: str, message: str, **_fields: Any) -> None:
+            sent.append((event, message))
+
+    reason = "holding new starts: 5-hour window at 96 % · resets 14:00"
+    announcer = Announcer(Recorder())  # type: ignore[arg-type]
+    announcer.observe(snap(BudgetConfig()))  # the baseline
+    announcer.observe(snap(BudgetConfig(), RunState(paused_until=NOW + 60, pause_reason=reason)))
+
+    assert [event for event, _ in sent] == ["usage_limit"]
+    assert sent[0][1].startswith(f"{reason}: new agents wait until ")
