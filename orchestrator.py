@@ -36,6 +36,7 @@ from orchestrator_lib import (
     redact,
     render,
     repairs,
+    scheduler,
     supervise,
     tasksfile,
     template,
@@ -276,6 +277,8 @@ class Runner:
         self.ledger = budget.Ledger(self.cfg.budget, budget.spent_of(store.milestones().values()))
         store.update_run(status="running", pid=os.getpid(), started_at=time.time(), message="")
         self.reporter.render()
+        if self.cfg.schedule == "dependencies":
+            return self._run_graph([m for _, milestones in targets for m in milestones])
         for stage, milestones in targets:
             if self.stops.is_set():
                 self.reporter.interrupted(self.root)
@@ -296,7 +299,9 @@ class Runner:
         merged_here = [m for m in self.p.plan.milestones if m.id in merged]
         repairs.tidy(self.root, self.cfg, self.worktrees, merged_here, say)
         a = self.args
-        return preflight.selection(self.p.plan, list(merged), a.stage, a.milestone, self.cfg.milestones_dir)
+        return preflight.selection(
+            self.p.plan, list(merged), a.stage, a.milestone, self.cfg.milestones_dir, self.cfg.schedule
+        )
 
     # ------------------------------------------------------------ one stage
 
@@ -330,9 +335,28 @@ class Runner:
                 "Fix and run again (finished milestones are not redone)."
             )
             return StageResult(stage, self.reporter.fail(f"stage {stage} not merged", said), results)
+        return StageResult(stage, self._merger().merge(stage, milestones), results)
+
+    def _merger(self) -> StageMerger:
         preparer = self.preparer._replace(stop=self.stops.event)
-        merger = StageMerger(self._services(), self.reporter, self.stops, self._cleanup, preparer)
-        return StageResult(stage, merger.merge(stage, milestones), results)
+        return StageMerger(self._services(), self.reporter, self.stops, self._cleanup, preparer)
+
+    def _run_graph(self, milestones: list[Milestone]) -> int:
+        """Dependencies mode (orchestrator_lib/scheduler.py): the same dispatch unit, merges one by one."""
+        merged = set(git.milestone_trailers(self.root, self.worktrees.base_commit()))
+        hooks = scheduler.Hooks(
+            self._services(),
+            self.reporter,
+            self.stops,
+            self.events,
+            self._work,
+            self._merger,
+            self._why_interrupted,
+            self._already_done,
+            self._cannot_authenticate,
+            self.args.resume,
+        )
+        return scheduler.GraphRun(hooks, milestones, merged).run()
 
     def _budget_reached(self, stage: int) -> int:
         """The run's or a stage's cap stopped new starts; the agents that ran have finished. Exit 1."""

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from orchestrator_lib import faults, git, launches, prompts, render, worktree_prep
+from orchestrator_lib import conflicts, faults, git, launches, prompts, render, worktree_prep
 from orchestrator_lib.errors import EXIT_OK
 from orchestrator_lib.pipeline import Paused, Services, agent_dir, run_resolver
 from orchestrator_lib.plan import Milestone
@@ -87,16 +87,54 @@ class StageMerger:
         self.reporter = reporter
         self.stops = stops
         self._tidy = tidy
+        self._old = ""  # the base branch's commit when the integration began
 
     def merge(self, stage: int, milestones: list[Milestone]) -> int:
+        """Stages mode: the stage's branches, those predicted to merge cleanly first, all or nothing."""
+        milestones = self._clean_first(milestones)
         self.reporter.say(f"stage {stage}: merging {', '.join(m.id for m in milestones)}")
+        result = self._integrate(f"stage {stage}", stage, milestones)
+        if isinstance(result, int):
+            return result
+        if not result.ok:
+            return self._failed(stage, milestones, result)
+        return self._apply(f"stage {stage}", milestones, result)
+
+    def merge_one(self, m: Milestone) -> tuple[int, str]:
+        """Dependencies mode's merge queue: one milestone on its own. (EXIT_OK, "") merged; (EXIT_OK,
+        reason) not merged, the milestone blocked with its branch kept; (code, "") the run ends."""
+        self.reporter.say(f"merging {m.id}")
+        result = self._integrate(m.id, m.stage, [m])
+        if isinstance(result, int):
+            return result, ""
+        if not result.ok:
+            self.worktrees.drop_integration()
+            reason = f"{result.reason}; its branch {self.worktrees.branch_for(m.id)} is kept"
+            self.reporter.store.put(update(self.reporter.record(m.id), status=Status.BLOCKED, reason=reason))
+            self.reporter.render()
+            return EXIT_OK, reason
+        return self._apply(m.id, [m], result), ""
+
+    def _clean_first(self, milestones: list[Milestone]) -> list[Milestone]:
+        """The forecast's order (git merge-tree): clean merges first; id order on a git older than 2.38."""
+        if len(milestones) < 2 or not conflicts.can_predict(self.s.root):
+            return milestones
+        by_id = {m.id: m for m in milestones}
+        pairs = [(m.id, self.worktrees.branch_for(m.id)) for m in milestones]
+        found = conflicts.forecast(self.s.root, self.worktrees.base_commit(), pairs)
+        for mid, files in found.conflicts.items():
+            self.reporter.say(f"  {mid} is predicted to conflict in {', '.join(files)}: it merges last")
+        return [by_id[mid] for mid in found.order]
+
+    def _integrate(self, label: str, stage: int, milestones: list[Milestone]) -> Integration | int:
+        """The merges in a fresh integration worktree; an exit code when the run must end instead."""
         resolver = make_resolver(self.s, stage, milestones, self.preparer.isolation())
-        old = self.worktrees.base_commit()
+        self._old = self.worktrees.base_commit()
         short = self._wait_for_disk()
         if short and self.stops.is_set():
             self.reporter.interrupted(self.s.root)
         if short:
-            return self.reporter.fail(f"stage {stage} not merged: {short}; free some space, then run again")
+            return self.reporter.fail(f"{label} not merged: {short}; free some space, then run again")
         items, prep = [(m.id, m.title) for m in milestones], self.preparer.integration()
         result = self.worktrees.integrate(items, self._after_merge, resolver, lambda p: worktree_prep.prepare(prep, p))
         if self.stops.is_set():  # nothing has moved yet: drop the half-done integration, resume redoes it
@@ -104,25 +142,23 @@ class StageMerger:
             self.reporter.interrupted(self.s.root)
         for note in result.notes:
             self.reporter.say(f"  {note}")
-        if not result.ok:
-            return self._failed(stage, milestones, result)
-        return self._apply(stage, milestones, old, result)
+        return result
 
-    def _apply(self, stage: int, milestones: list[Milestone], old: str, result: Integration) -> int:
+    def _apply(self, label: str, milestones: list[Milestone], result: Integration) -> int:
         merged = self._mark_merged(milestones, result.merges)
-        self._commit_tasks_file(stage, merged)
+        self._commit_tasks_file(label, merged)
         new = git.rev_parse(self.worktrees.integration_path, "HEAD") or result.commit
         faults.hit("move-base")
-        blocking = self.worktrees.move_base(old, new)
+        blocking = self.worktrees.move_base(self._old, new)
         if blocking:
-            return self._base_blocked(stage, blocking)
+            return self._base_blocked(label, blocking)
         self.worktrees.drop_integration()
         self.reporter.store.put(*merged.values())  # only now: the base branch holds the merges
         for mid in merged:  # a merged milestone's agents are never taken over again
             launches.clear(agent_dir(self.s), mid)
         self._tidy(milestones)
         self.reporter.render()
-        self.reporter.say(f"stage {stage} merged into {self.worktrees.base_branch} ({new[:10]})")
+        self.reporter.say(f"{label} merged into {self.worktrees.base_branch} ({new[:10]})")
         return EXIT_OK
 
     def _wait_for_disk(self) -> str | None:
@@ -146,13 +182,13 @@ class StageMerger:
             m.id: update(record(m.id), status=Status.MERGED, merge_commit=merges[m.id], reason="") for m in milestones
         }
 
-    def _commit_tasks_file(self, stage: int, merged: dict[str, MilestoneState]) -> None:
+    def _commit_tasks_file(self, label: str, merged: dict[str, MilestoneState]) -> None:
         store = self.reporter.store
         records = {**store.milestones(), **merged}
         run = store.run()
         text = render.tasks_markdown(render.snapshot(self.reporter.plan, records, run, caps=self.reporter.caps))
         render.write_atomic(self.worktrees.integration_path / self.cfg.tasks_file, text)
-        git.commit_all(self.worktrees.integration_path, f"Update {self.cfg.tasks_file}: stage {stage} merged")
+        git.commit_all(self.worktrees.integration_path, f"Update {self.cfg.tasks_file}: {label} merged")
 
     def _failed(self, stage: int, milestones: list[Milestone], result: Integration) -> int:
         self.worktrees.drop_integration()
@@ -166,12 +202,12 @@ class StageMerger:
             f"stage {stage} blocked: {result.reason}\n{base} was not moved; every milestone/* branch is kept. {how}"
         )
 
-    def _base_blocked(self, stage: int, blocking: list[str]) -> int:
-        kept = self.worktrees.keep_integration(f"orchestrator/stage-{stage}")
+    def _base_blocked(self, label: str, blocking: list[str]) -> int:
+        kept = self.worktrees.keep_integration(f"orchestrator/{label.replace(' ', '-')}")
         self.worktrees.drop_integration()
         reason = (
             f"your uncommitted changes in {', '.join(blocking)} would be overwritten; the merged result is "
             f"on branch {kept}. Commit or stash them, then run again: it moves {self.worktrees.base_branch} "
             f"there (it also refreshes {self.cfg.tasks_file}, which blocks a plain `git merge --ff-only`)"
         )
-        return self.reporter.fail(reason, f"stage {stage} merged but not applied: {reason}")
+        return self.reporter.fail(reason, f"{label} merged but not applied: {reason}")

@@ -15,7 +15,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from advanced import CheckResult, MilestoneValidator, RateLimitManager, SystemMonitor, Verdict, WorktreeManager
+from advanced import (
+    CheckResult,
+    MilestoneValidator,
+    RateLimitManager,
+    SystemMonitor,
+    Verdict,
+    WorktreeManager,
+    has_conflict_markers,
+)
 from orchestrator_lib import (
     agents,
     budget,
@@ -69,12 +77,20 @@ class Services(NamedTuple):
     budget: budget.Ledger | None = None  # the run's spend and caps; None: only per-milestone caps
 
 
+class Conflict(NamedTuple):
+    """A merge the queue predicted would conflict: the branch's own session merges the new base first."""
+
+    files: tuple[str, ...]
+    base_branch: str
+
+
 class Job(NamedTuple):
     milestone: Milestone
     base: str
     previous: MilestoneState | None
     reuse_branch: bool
     isolation: worktree_prep.Isolation | None = None  # its port block and slug
+    conflict: Conflict | None = None  # set: bring the branch up to `base` (dependencies mode's merge queue)
 
 
 class MilestoneResult(NamedTuple):
@@ -170,6 +186,8 @@ def run_milestone(s: Services, job: Job) -> MilestoneResult:
     except OrchestratorError as e:
         return MilestoneResult(m.id, "blocked", str(e))
     s.emit(Progress(m.id, {"branch": s.worktrees.branch_for(m.id), "worktree": str(path)}))
+    if git.rev_parse(path, "MERGE_HEAD"):  # a merge of the base that a killed run left half done
+        git.abort_merge(path)
     ctx = _Context(s, m, path, job.base, tally, job.isolation)
     if s.config.worktree.setup:
         s.emit(Progress(m.id, {"role": "setup"}))
@@ -177,6 +195,8 @@ def run_milestone(s: Services, job: Job) -> MilestoneResult:
     if unprepared:
         stopped = s.stop_for(m.id).is_set()
         return MilestoneResult(m.id, "interrupted" if stopped else "blocked", unprepared)
+    if job.conflict is not None:
+        return _update_from_base(ctx, job.conflict)
     entry = s.validator.run_checks(m.entry, path, ctx.task_env)
     if not entry.ok:
         return MilestoneResult(
@@ -214,6 +234,42 @@ def _implement_and_review(ctx: _Context, previous: MilestoneState | None) -> Mil
     if not git.changed_between(ctx.path, ctx.base, "HEAD") and not git.status_paths(ctx.path):
         return MilestoneResult(m.id, "failed", "no changes: the agent finished but changed nothing")
     return _review_rounds(ctx, head, _Pending(f"Milestone {m.id}: {m.title}", squash=False))
+
+
+def _update_from_base(ctx: _Context, conflict: Conflict) -> MilestoneResult:
+    """The base moved and the branch would conflict with it: the runner starts merging the base into the
+    branch, the milestone's own session resolves it, then the branch is checked and reviewed again.
+    Anything short of done puts the branch back as it was, for the resolver (the branch is the runner's)."""
+    m, path = ctx.m, ctx.path
+    before = git.rev_parse(path, "HEAD") or ""
+    subject = f"Merge {conflict.base_branch} into {ctx.s.worktrees.branch_for(m.id)}"
+    clash = git.merge_no_ff(path, ctx.base, subject, [])
+    if clash:
+        prompt = prompts.update(m, str(path), conflict.base_branch, clash, ctx.setting)
+        outcome = _run_role(ctx, "update", prompt, resume_session=True)
+        left = [p for p in clash if has_conflict_markers(_text(path / p))]
+        if outcome.kind != "ok" or left:
+            _put_back(path, before)
+            why = outcome.message if outcome.kind != "ok" else f"conflict markers left in {', '.join(left)}"
+            status = "interrupted" if outcome.kind == "interrupted" else "failed"
+            return MilestoneResult(m.id, status, f"its own session did not resolve the conflict: {why[-300:]}")
+        git.commit_merge(path, [before, ctx.base], [subject])
+    head = git.rev_parse(path, "HEAD") or ""
+    ctx.s.emit(Progress(m.id, {"commit": head}))
+    _log_line(ctx, f"merged {conflict.base_branch} into the branch ({', '.join(clash) or 'no conflict left'})")
+    result = _review_rounds(ctx, head, None)
+    if result.status not in ("done", "interrupted"):
+        _put_back(path, before)
+    return result
+
+
+def _put_back(path: Path, head: str) -> None:
+    git.abort_merge(path)
+    git.reset_hard(path, head)
+
+
+def _text(path: Path) -> str:
+    return path.read_text(errors="replace") if path.is_file() else ""
 
 
 class _Pending(NamedTuple):

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NamedTuple, TypeVar
 
-from orchestrator_lib import envfile, git, pathkeys
+from orchestrator_lib import conflicts, envfile, git, pathkeys
 from orchestrator_lib.config import Config
 from orchestrator_lib.errors import OrchestratorError, UsageError
 from orchestrator_lib.plan import Milestone, Plan, milestone_id_problem, not_in_plan
@@ -40,6 +40,8 @@ def problems(
     base = _collect(found, lambda: base_branch(root, config or Config()))
     if config is not None:
         found += output_problems(root, config) + tracked_problems(root, config)
+    if config is not None and config.schedule == "dependencies":
+        found += [p for p in [conflicts.git_problem(git.version(root))] if p]
     found += state_problems(root)
     if stage is not None or milestone is not None:
         # without a base branch, what is merged is unknown: check the ids and stages alone

@@ -104,3 +104,22 @@ def resolve(stage: int, conflicted: Sequence[str], milestones: Sequence[Mileston
     for m in milestones:
         parts += [f"--- Milestone {m.id}: {m.title} ---", m.text.strip(), ""]
     return "\n".join(parts)
+
+
+def update(m: Milestone, worktree: str, base_branch: str, conflicted: Sequence[str], setting: str = "") -> str:
+    """The milestone's own session, told the base moved under it (dependencies mode's merge queue)."""
+    parts = [
+        f"While you worked on milestone {m.id} ({m.title}), other milestones were merged into {base_branch}.",
+        f"Your branch would conflict with {base_branch} in: {', '.join(conflicted)}.",
+        f"The runner has started merging {base_branch} into your branch in {worktree}; those files hold",
+        "conflict markers now. Resolve them so that both your milestone's work and what was merged",
+        "are kept and the project works. Remove every conflict marker (<<<<<<<, =======, >>>>>>>).",
+        "Do not commit and do not abort the merge; the runner commits it, then checks and reviews again.",
+        *([setting] if setting else []),
+        "",
+        "The milestone file follows.",
+        "",
+        m.text.strip(),
+        "",
+    ]
+    return "\n".join(parts)

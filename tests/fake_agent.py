@@ -8,7 +8,8 @@ start, end, cwd and the prompt, so tests can assert what the runner really did.
 
 Entry keys: write {path: content}, append {path: text}, delete [paths], sleep seconds,
 print [lines], exit code, hang (sleep forever), verdict pass|fail with findings [...],
-verdict_via file|line|none, resolve both|ours|leave|fail, touch_outside (writes a file in the
+verdict_via file|line|none, resolve both|ours|leave|fail (the resolve role, or any role given it),
+touch_outside (writes a file in the
 parent of the worktree, to prove the runner never commits it), commit "message" (commits
 everything itself, as an agent that ignores the rules would).
 Resilience keys: sleep_random [low, high] seconds; chatter [interval, seconds] prints a line
@@ -90,7 +91,7 @@ def act(entry: dict, role: str) -> int:
         subprocess.run(("git", "commit", "-q", "-m", entry["commit"]), check=True)
     if role == "review":
         review(entry)
-    if role == "resolve":
+    if role == "resolve" or "resolve" in entry:  # any role may resolve conflict markers (e.g. "update")
         return resolve(entry.get("resolve", "both"))
     return int(entry.get("exit", 0))
 
