@@ -644,6 +644,10 @@ class MilestoneValidator:
         note = f"files over {self._config.max_file_kb} KB (validation.max_file_kb): {', '.join(big)}"
         return CheckResult("file size limit", not big, note if big else "", purge=True)
 
+    def still_conflicted(self, cwd: Path, paths: Sequence[str]) -> list[str]:
+        """The files among `paths` that still hold conflict markers (a merge someone was to resolve)."""
+        return [p for p in paths if _has_conflict_markers(cwd, [p])]
+
     def _markers(self, cwd: Path, paths: Sequence[str]) -> CheckResult:
         marked = [p for p in paths if _has_conflict_markers(cwd, [p])]
         note = f"conflict markers (<<<<<<< ======= >>>>>>>) committed in: {', '.join(marked)}"

@@ -355,6 +355,8 @@ class Runner:
             self._already_done,
             self._cannot_authenticate,
             self.args.resume,
+            lambda: self.ledger.refused,
+            self._budget_reached,
         )
         return scheduler.GraphRun(hooks, milestones, merged).run()
 
@@ -362,7 +364,8 @@ class Runner:
         """The run's or a stage's cap stopped new starts; the agents that ran have finished. Exit 1."""
         message = f"{self.ledger.refused}: no new agent was started"
         fix = f"raise the cap in {self.p.config_file.name} (or remove it), then continue with --resume"
-        return self.reporter.fail(message, f"stage {stage} stopped: {message}; {fix}")
+        where = f"stage {stage}" if stage else "the run"  # 0: dependencies mode, no stage of its own
+        return self.reporter.fail(message, f"{where} stopped: {message}; {fix}")
 
     def _already_done(self, rec: MilestoneState | None) -> bool:
         return bool(rec and rec.status == Status.DONE and rec.branch and git.branch_exists(self.root, rec.branch))

@@ -46,6 +46,13 @@ def predict(root: Path, base: str, branch: str) -> tuple[str, ...]:
     return git.merge_tree(root, base, branch).conflicted
 
 
+class Conflict(NamedTuple):
+    """A merge the queue predicted would conflict: the branch's own session merges the new base first."""
+
+    files: tuple[str, ...]
+    base_branch: str
+
+
 class Forecast(NamedTuple):
     order: tuple[str, ...]  # milestone ids: those that merge cleanly first, in id order
     conflicts: dict[str, tuple[str, ...]]  # id -> the files it would conflict in, merged in `order`

@@ -232,6 +232,12 @@ def abort_merge(cwd: Path) -> None:
     git(cwd, "merge", "--abort", check=False)
 
 
+def abort_and_reset(cwd: Path, head: str) -> None:
+    """Back to `head`, a merge in progress abandoned: for a branch of the runner's own only."""
+    abort_merge(cwd)
+    reset_hard(cwd, head)
+
+
 def commit_merge(cwd: Path, parents: Sequence[str], messages: Sequence[str]) -> str:
     """Commit the worktree as a merge of `parents`, whatever state the merge is in.
 

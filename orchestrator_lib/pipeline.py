@@ -15,18 +15,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from advanced import (
-    CheckResult,
-    MilestoneValidator,
-    RateLimitManager,
-    SystemMonitor,
-    Verdict,
-    WorktreeManager,
-    has_conflict_markers,
-)
+from advanced import CheckResult, MilestoneValidator, RateLimitManager, SystemMonitor, Verdict, WorktreeManager
 from orchestrator_lib import (
     agents,
     budget,
+    conflicts,
     files,
     git,
     launches,
@@ -77,20 +70,13 @@ class Services(NamedTuple):
     budget: budget.Ledger | None = None  # the run's spend and caps; None: only per-milestone caps
 
 
-class Conflict(NamedTuple):
-    """A merge the queue predicted would conflict: the branch's own session merges the new base first."""
-
-    files: tuple[str, ...]
-    base_branch: str
-
-
 class Job(NamedTuple):
     milestone: Milestone
     base: str
     previous: MilestoneState | None
     reuse_branch: bool
     isolation: worktree_prep.Isolation | None = None  # its port block and slug
-    conflict: Conflict | None = None  # set: bring the branch up to `base` (dependencies mode's merge queue)
+    conflict: conflicts.Conflict | None = None  # set: bring the branch up to `base` (dependencies mode's merge queue)
 
 
 class MilestoneResult(NamedTuple):
@@ -236,7 +222,7 @@ def _implement_and_review(ctx: _Context, previous: MilestoneState | None) -> Mil
     return _review_rounds(ctx, head, _Pending(f"Milestone {m.id}: {m.title}", squash=False))
 
 
-def _update_from_base(ctx: _Context, conflict: Conflict) -> MilestoneResult:
+def _update_from_base(ctx: _Context, conflict: conflicts.Conflict) -> MilestoneResult:
     """The base moved and the branch would conflict with it: the runner starts merging the base into the
     branch, the milestone's own session resolves it, then the branch is checked and reviewed again.
     Anything short of done puts the branch back as it was, for the resolver (the branch is the runner's)."""
@@ -247,9 +233,9 @@ def _update_from_base(ctx: _Context, conflict: Conflict) -> MilestoneResult:
     if clash:
         prompt = prompts.update(m, str(path), conflict.base_branch, clash, ctx.setting)
         outcome = _run_role(ctx, "update", prompt, resume_session=True)
-        left = [p for p in clash if has_conflict_markers(_text(path / p))]
+        left = ctx.s.validator.still_conflicted(path, clash)
         if outcome.kind != "ok" or left:
-            _put_back(path, before)
+            git.abort_and_reset(path, before)
             why = outcome.message if outcome.kind != "ok" else f"conflict markers left in {', '.join(left)}"
             status = "interrupted" if outcome.kind == "interrupted" else "failed"
             return MilestoneResult(m.id, status, f"its own session did not resolve the conflict: {why[-300:]}")
@@ -259,17 +245,8 @@ def _update_from_base(ctx: _Context, conflict: Conflict) -> MilestoneResult:
     _log_line(ctx, f"merged {conflict.base_branch} into the branch ({', '.join(clash) or 'no conflict left'})")
     result = _review_rounds(ctx, head, None)
     if result.status not in ("done", "interrupted"):
-        _put_back(path, before)
+        git.abort_and_reset(path, before)
     return result
-
-
-def _put_back(path: Path, head: str) -> None:
-    git.abort_merge(path)
-    git.reset_hard(path, head)
-
-
-def _text(path: Path) -> str:
-    return path.read_text(errors="replace") if path.is_file() else ""
 
 
 class _Pending(NamedTuple):

@@ -16,9 +16,10 @@ from typing import NamedTuple
 
 from orchestrator_lib import conflicts, git, graph, worktree_prep
 from orchestrator_lib.config import Config
+from orchestrator_lib.conflicts import Conflict
 from orchestrator_lib.errors import EXIT_OK
 from orchestrator_lib.integration import StageMerger
-from orchestrator_lib.pipeline import Conflict, Job, MilestoneResult, Services
+from orchestrator_lib.pipeline import Job, MilestoneResult, Services
 from orchestrator_lib.plan import Milestone
 from orchestrator_lib.reporter import Reporter
 from orchestrator_lib.state import MilestoneState, Status, update
@@ -38,6 +39,8 @@ class Hooks(NamedTuple):
     done_before: Callable[[MilestoneState | None], bool]  # done, its branch still there: only the merge is left
     cannot_authenticate: Callable[[int, MilestoneResult], int]
     resume: bool
+    budget_refused: Callable[[], str]  # why the run's or a stage's cap stops new starts ("" while it does not)
+    budget_reached: Callable[[int], int]
 
 
 class GraphRun:
@@ -74,7 +77,7 @@ class GraphRun:
     def _loop(self, pool: concurrent.futures.ThreadPoolExecutor) -> int | None:
         while True:
             self.h.stops.check_requests()
-            stopping = self.h.stops.is_set() or self.fatal is not None
+            stopping = self.h.stops.is_set() or self.fatal is not None or bool(self.h.budget_refused())
             if not stopping:
                 self._start_ready(pool)
             if self.queue and not stopping:
@@ -140,8 +143,8 @@ class GraphRun:
             self._stop_every_task(r)
         if r.status == "done":
             self.queue.append(r.id)
-        elif r.status != "interrupted" or not self.h.stops.is_set():
-            self._fail(r.id, r.reason)
+        elif r.status != "interrupted" or not (self.h.stops.is_set() or self.h.budget_refused()):
+            self._fail(r.id, r.reason)  # an interrupted one of a stop or a cap goes on at --resume
 
     def _stop_every_task(self, fatal: MilestoneResult) -> None:
         """An agent that cannot log in fails every task the same way: stop them all now."""
@@ -202,6 +205,8 @@ class GraphRun:
             return self.h.cannot_authenticate(self.fatal_stage(), self.fatal)
         if self.h.stops.is_set():
             reporter.interrupted(self.h.services.root)
+        if self.h.budget_refused():
+            return self.h.budget_reached(0)
         for m in self.pending:  # what nothing in this run can merge: say so rather than pass over it
             why = f"waits for {', '.join(graph.waits_for(m, self.merged))}, not merged"
             self.blocked[m.id] = why
