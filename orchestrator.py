@@ -401,11 +401,18 @@ class Runner:
                 continue
             if isinstance(event, MilestoneResult):
                 event = self._why_interrupted(event)
+            self._count_spend(event)
             result = self.reporter.apply(event)
             if result is not None:
                 results.append(result)
             if result is not None and result.fatal and self._fatal is None:
                 self._stop_every_task(result, jobs)
+
+    def _count_spend(self, event: object) -> None:
+        """Spend reported from any executor (a Ray worker records into no ledger of ours) counts here too."""
+        m = self.p.plan.get(event.milestone_id) if isinstance(event, Progress) else None
+        if m is not None and isinstance(event, Progress) and "cost_usd" in event.changes:
+            self.ledger.record(m.id, m.stage, float(event.changes["cost_usd"]))
 
     def _why_interrupted(self, r: MilestoneResult) -> MilestoneResult:
         """An interrupted milestone is a failure when only it was stopped (`stop <ID>`) or another's auth failed."""

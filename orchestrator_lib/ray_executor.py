@@ -122,6 +122,9 @@ class Dispatch:
             return refused
         prefer, job = self.record.node, self.job
         while True:
+            over_cap = self.s.budget.refusal(self.m.stage) if self.s.budget is not None else None
+            if over_cap:  # the run's or stage's cap: nothing more is sent to the cluster
+                return MilestoneResult(self.m.id, "interrupted", over_cap)
             if not self.s.rate_limits.wait_if_paused(self.stop):  # one limit holds every dispatch
                 return MilestoneResult(self.m.id, "interrupted", "stopped while waiting for the usage limit")
             reply = self._once(prefer, job)

@@ -307,3 +307,38 @@ def test_a_hold_is_announced_as_a_hold() -> None:
 
     assert [event for event, _ in sent] == ["usage_limit"]
     assert sent[0][1].startswith(f"{reason}: new agents wait until ")
+
+
+# --- the runner with the scripted agent (a preset of your own that reports a cost) ---------
+
+
+def result_line(cost: float) -> str:
+    return json.dumps({"type": "result", "subtype": "success", "is_error": False, "total_cost_usd": cost})
+
+
+def started(project: Project) -> list[str]:
+    return [c["milestone"] for c in project.agent_calls() if c["event"] == "start"]
+
+
+def test_a_stage_cap_holds_back_the_stage_and_resume_goes_on(project: Project) -> None:
+    for mid in ("1A", "1B"):
+        project.milestone(mid)
+    project.milestone("2A")
+    project.commit_plan()
+    project.script({"1A": {"implement": [{"write": {"1A.txt": "A\n"}, "print": [result_line(1.5)]}]}})
+    project.configure(max_parallel_tasks=1, review={"enabled": False}, budget={"stage_usd": 1.0})
+
+    first = project.run()
+
+    assert first.returncode == 1, first.stdout + first.stderr
+    assert "budget reached: stage 1 spent $1.50 of $1.00 (budget.stage_usd)" in first.stdout
+    assert started(project) == ["1A"]
+    assert project.statuses() == {"1A": "done", "1B": "interrupted", "2A": "pending"}
+    assert "Budget: stage 1 $1.50 of $1.00 · stage 2 $0.00 of $1.00" in (project.root / "TASKS.md").read_text()
+
+    project.configure(max_parallel_tasks=1, review={"enabled": False}, budget={"stage_usd": 5.0})
+    resumed = project.run("--resume")
+
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert started(project) == ["1A", "1B", "2A"]  # 1A was not redone
+    assert sorted(project.trailers()) == ["1A", "1B", "2A"]
