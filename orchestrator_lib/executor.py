@@ -59,7 +59,13 @@ def worker_problems(config: Config) -> list[str]:
 
 
 def ray_installed() -> bool:
-    return importlib.util.find_spec("ray") is not None
+    if importlib.util.find_spec("ray") is None:
+        return False
+    try:  # found is not enough: a half-installed or broken Ray fails on import
+        import ray  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def ray_missing() -> str:

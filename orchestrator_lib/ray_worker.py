@@ -26,7 +26,7 @@ import ray
 from filelock import FileLock
 
 from advanced import MilestoneValidator, RateLimitManager, SystemMonitor, WorktreeManager
-from orchestrator_lib import agents, git, redact, safe_delete
+from orchestrator_lib import agents, files, git, launches, proc, redact, safe_delete
 from orchestrator_lib import config as configuration
 from orchestrator_lib.errors import OrchestratorError
 from orchestrator_lib.pipeline import Job, MilestoneResult, Progress, Services, run_milestone
@@ -50,6 +50,7 @@ def run_task(spec: TaskSpec, hub: Any) -> Reply:
         cfg = configuration.from_data(spec.config, Path(spec.config_name))
         with FileLock(str(clone.with_name(clone.name + ".lock")), timeout=600):
             branch.lease = checkout(clone, spec, branch.name, clone / cfg.worktree_dir)
+            stop_leftovers(clone / STATE_DIR, m.id)
         limiter = GiveWay(cfg, pump, stop)
         result = run_milestone(services(spec, cfg, clone, limiter, pump, branch, stop), _continued(spec.job))
         branch.push()
@@ -101,6 +102,23 @@ def checkout(clone: Path, spec: TaskSpec, branch: str, worktree_dir: Path) -> st
         git.fetch(clone, spec.remote, f"+refs/heads/{branch}:refs/orchestrator/remote/{branch}")
     line_up(clone, worktree_dir, branch, base, tip)
     return tip
+
+
+def stop_leftovers(state: Path, milestone_id: str) -> None:
+    """Agents of this milestone that a lost task left running on this node are stopped first.
+
+    Ray ends the tasks of a runner that died, and the agent wrappers with them (its workers' direct
+    children), but not the agents, which run in sessions of their own: a resubmitted milestone must
+    not share its worktree with one. Its agent's session files stay, so Claude's --resume goes on.
+    """
+    for path, launch in launches.all_launches(state / launches.AGENTS_DIR):
+        status = launches.read_status(path, launch)
+        if launch.milestone != milestone_id or status is None or status.finished:
+            continue
+        if proc.pid_alive(status.agent_pid):
+            launches.kill(status, launches.wrapper_running(path, launch))
+            with files.open_private(state / "logs" / f"{milestone_id}.log") as f:
+                f.write(f"[orchestrator] stopped agent pid {status.agent_pid}, left running by a lost task\n")
 
 
 def line_up(clone: Path, worktree_dir: Path, branch: str, base: str, tip: str) -> None:

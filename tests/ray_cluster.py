@@ -9,6 +9,7 @@ descendants), never every Ray process of the machine (`ray stop` would).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -36,7 +37,8 @@ class Node(NamedTuple):
         raise AssertionError(f"no raylet for {self.temp_dir}")
 
 
-class Cluster(NamedTuple):
+@dataclasses.dataclass
+class Cluster:
     address: str
     top: Path
     head: Node
@@ -47,8 +49,22 @@ class Cluster(NamedTuple):
         stop_processes(self.top)
         shutil.rmtree(self.top, ignore_errors=True)
 
+    def start_second(self) -> None:
+        _ray(self.env, f"--address={self.address}", f"--num-cpus={SECOND_CPUS}", f"--temp-dir={self.second.temp_dir}",
+             "--resources=" + json.dumps({"slot": 1, "second": 1}), "--node-ip-address=127.0.0.1")  # fmt: skip
 
-def start(head_cpus: int = 2, second_cpus: int = 1) -> Cluster:
+    def replace_second(self) -> None:
+        """After a test killed the second node: its leftovers stopped, a new second node started."""
+        stop_processes(self.second.temp_dir)
+        self.second = Node(self.top / f"w{time.monotonic_ns()}")
+        self.start_second()
+        wait_for(lambda: _alive_nodes(self.env, self.address) == 2, 60, "the new second node")
+
+
+SECOND_CPUS = 1
+
+
+def start(head_cpus: int = 2) -> Cluster:
     top = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))  # short: unix socket paths are limited
     home = top / "home"
     home.mkdir()
@@ -71,8 +87,7 @@ def start(head_cpus: int = 2, second_cpus: int = 1) -> Cluster:
         _ray(env, "--head", f"--port={port}", f"--num-cpus={head_cpus}", "--include-dashboard=false",
              f"--temp-dir={head.temp_dir}", "--disable-usage-stats", "--node-ip-address=127.0.0.1",
              "--resources=" + json.dumps({"slot": 1}))  # fmt: skip
-        _ray(env, f"--address={cluster.address}", f"--num-cpus={second_cpus}", f"--temp-dir={second.temp_dir}",
-             "--resources=" + json.dumps({"slot": 1, "second": 1}), "--node-ip-address=127.0.0.1")  # fmt: skip
+        cluster.start_second()
     except BaseException:
         cluster.stop()
         raise
@@ -83,6 +98,13 @@ def _ray(env: dict[str, str], *args: str) -> None:
     done = subprocess.run((str(RAY), "start", *args), env=env, capture_output=True, text=True, timeout=120)
     if done.returncode != 0:
         raise RuntimeError(f"ray start {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
+
+
+def _alive_nodes(env: dict[str, str], address: str) -> int:
+    """Alive nodes as the cluster's GCS sees them (asked in a process of its own: no driver here)."""
+    code = "import ray,sys; ray.init(address=sys.argv[1]); print(sum(n['Alive'] for n in ray.nodes()))"
+    out = subprocess.run((sys.executable, "-c", code, address), env=env, capture_output=True, text=True, timeout=60)
+    return int(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 and out.stdout.strip() else -1
 
 
 def _free_port() -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -82,3 +83,168 @@ def test_a_two_stage_plan_runs_each_milestone_on_a_worker(project: Project, clus
     assert {nodes["1A"], nodes["1B"]} == {"head", "second"}
     status = project.status_json()
     assert all(m["node"] for m in status["milestones"])
+
+
+def _kill_stray_agents(project: Project) -> None:
+    """An agent whose node died runs on (it is detached, like every agent): end it, by its pid."""
+    import psutil
+
+    for call in starts(project):
+        try:
+            p = psutil.Process(call["pid"])
+            if any("fake_agent" in part for part in p.cmdline()):
+                p.kill()
+        except psutil.Error:
+            continue
+
+
+def test_a_node_that_dies_mid_task_is_resubmitted_and_merged_once(
+    project: Project, cluster: Any, tmp_path: Path
+) -> None:
+    import ray_cluster
+
+    project.milestone("1A")
+    project.milestone("1B")
+    project.commit_plan()
+    ray_project(project, cluster, tmp_path, retry_attempts=1)
+    slow = {m: {"implement": [{"sleep": 8, "write": {f"{m}.txt": "first"}}, {"write": {f"{m}.txt": "again"}}]}
+            for m in ("1A", "1B")}  # fmt: skip
+    project.script(slow)
+    runner = project.start()
+    try:
+        ray_cluster.wait_for(lambda: len(starts(project)) == 2, 120, "both agents to start")
+        victim = next(c["milestone"] for c in starts(project) if node_of(c, cluster) == "second")
+        cluster.second.raylet().kill()
+        out, err = runner.communicate(timeout=240)
+    finally:
+        runner.kill()
+        _kill_stray_agents(project)
+        cluster.replace_second()
+
+    assert runner.returncode == 0, out + err
+    assert sorted(project.trailers()) == ["1A", "1B"]  # merged exactly once each
+    runs = [c for c in starts(project) if c["milestone"] == victim and c["role"] == "implement"]
+    assert [r.get("raylet_pid") is not None for r in runs] == [True, True]
+    assert int(runs[1]["raylet_pid"]) == cluster.head.raylet().pid  # the head node took it over
+    record = next(m for m in project.status_json()["milestones"] if m["id"] == victim)
+    assert record["status"] == "merged"
+    assert project.show(f"{victim}.txt") == "again"
+    assert "resubmitting from the last pushed state (crash 1)" in (project.root / "logs" / f"{victim}.log").read_text()
+
+
+def test_a_usage_limit_on_one_worker_holds_dispatch_on_both_nodes(
+    project: Project, cluster: Any, tmp_path: Path
+) -> None:
+    project.milestone("1A")
+    project.milestone("1B")
+    project.commit_plan()
+    ray_project(project, cluster, tmp_path)
+    reset = int(time.time()) + 25  # after 1B's implement ends, so its review is a start the limit holds
+    limit = {"print": [f"Claude AI usage limit reached|{reset}"], "exit": 1}
+    project.script(
+        {
+            "1A": {"implement": [limit, {"write": {"1A.txt": "A"}}]},
+            "1B": {"implement": [{"sleep": 6, "write": {"1B.txt": "B"}}]},
+        }
+    )
+
+    done = project.run(timeout=240)
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert sorted(project.trailers()) == ["1A", "1B"]
+    calls = starts(project)
+    first_two = [c for c in calls if c["role"] == "implement"][:2]
+    later = [c for c in calls if c not in first_two]
+    assert {c["milestone"] for c in first_two} == {"1A", "1B"}
+    assert later and all(c["start"] >= reset for c in later), [(c["milestone"], c["role"], c["start"]) for c in later]
+    assert {node_of(c, cluster) for c in later} == {"head", "second"}  # held on both nodes
+    a_runs = [c for c in calls if c["milestone"] == "1A" and c["role"] == "implement"]
+    assert len(a_runs) == 2 and a_runs[0]["raylet_pid"] == a_runs[1]["raylet_pid"]  # resubmitted to its node
+    assert project.paused_until() == reset
+
+
+def test_a_runner_killed_mid_task_is_cancelled_and_resubmitted_on_resume(
+    project: Project, cluster: Any, tmp_path: Path
+) -> None:
+    import ray_cluster
+
+    project.milestone("1A")
+    project.commit_plan()
+    ray_project(project, cluster, tmp_path)
+    project.script({"1A": {"implement": [{"sleep": 30, "write": {"1A.txt": "first"}}, {"write": {"1A.txt": "A"}}]}})
+    runner = project.start()
+    try:
+        ray_cluster.wait_for(lambda: len(starts(project)) == 1, 120, "the agent to start")
+        runner.kill()  # SIGKILL: Ray ends the dead driver's task; the agent, detached, runs on
+        runner.communicate(timeout=30)
+
+        again = project.run("--resume", timeout=240)
+    finally:
+        runner.kill()
+        _kill_stray_agents(project)
+
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert project.trailers() == ["1A"]
+    implement = [c for c in project.agent_calls() if c["role"] == "implement"]
+    first, second = (c for c in implement if c["event"] == "start")  # resubmitted once, on the same node
+    assert first["raylet_pid"] == second["raylet_pid"]
+    ended = {c["pid"]: c["event"] for c in implement if c["event"] != "start"}
+    assert ended[first["pid"]] == "terminated"  # the lost task's agent was stopped, not left beside the new one
+    assert ended[second["pid"]] == "end"
+    assert project.show("1A.txt") == "A"
+
+
+def run_validate(project: Project, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return project.run("--validate-only", env=env, timeout=180)
+
+
+def test_validate_refuses_ray_without_a_remote(project: Project) -> None:
+    project.milestone("1A")
+    project.commit_plan()
+    project.configure(executor={"kind": "ray"})
+
+    out = run_validate(project)
+
+    assert out.returncode == 2
+    assert "`executor.remote` must be set" in out.stderr
+
+
+def test_validate_says_when_the_remote_is_unreachable(project: Project, tmp_path: Path) -> None:
+    project.milestone("1A")
+    project.commit_plan()
+    project.configure(executor={"kind": "ray", "remote": (tmp_path / "nowhere.git").as_uri()})
+
+    out = run_validate(project)
+
+    assert out.returncode == 2
+    assert "executor.remote" in out.stderr and "not reachable from this machine" in out.stderr
+    assert not (project.root / ".orchestrator").exists()  # nothing written
+
+
+def test_ray_not_installed_is_exit_2_naming_the_requirements_file(project: Project, tmp_path: Path) -> None:
+    project.milestone("1A")
+    project.commit_plan()
+    remote = tmp_path / "remote.git"
+    subprocess.run(("git", "init", "-q", "--bare", str(remote)), check=True)
+    project.configure(executor={"kind": "ray", "remote": remote.as_uri()})
+    shadow = tmp_path / "no-ray" / "ray"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError('No module named ray (shadowed by the test)')\n")
+    env = {"PYTHONPATH": str(shadow.parent)}
+
+    for out in (run_validate(project, env), project.run(env=env, timeout=60)):
+        assert out.returncode == 2, out.stdout + out.stderr
+        assert "requirements-ray.txt" in out.stderr and "Ray is not installed" in out.stderr
+
+
+def test_validate_runs_a_check_on_a_worker(project: Project, cluster: Any, tmp_path: Path) -> None:
+    project.milestone("1A")
+    project.commit_plan()
+    ray_project(project, cluster, tmp_path)
+    assert run_validate(project).returncode == 0
+
+    ray_project(project, cluster, tmp_path / "b", agent={"command": ["/nonexistent/agent-cli"]})
+    out = run_validate(project)
+
+    assert out.returncode == 2
+    assert "Ray node" in out.stderr and "agent-cli" in out.stderr
