@@ -401,7 +401,6 @@ class Runner:
                 continue
             if isinstance(event, MilestoneResult):
                 event = self._why_interrupted(event)
-            self._count_spend(event)
             result = self.reporter.apply(event)
             if result is not None:
                 results.append(result)
@@ -409,7 +408,7 @@ class Runner:
                 self._stop_every_task(result, jobs)
 
     def _count_spend(self, event: object) -> None:
-        """Spend reported from any executor (a Ray worker records into no ledger of ours) counts here too."""
+        """Spend reported by any executor and scheduler counts (a Ray worker records into no ledger of ours)."""
         m = self.p.plan.get(event.milestone_id) if isinstance(event, Progress) else None
         if m is not None and isinstance(event, Progress) and "cost_usd" in event.changes:
             self.ledger.record(m.id, m.stage, float(event.changes["cost_usd"]))
@@ -473,6 +472,7 @@ class Runner:
         """Workers' events go to the main thread; an agent's pid is also known at once, for a second Ctrl-C."""
         if isinstance(event, Progress) and "agent_pid" in event.changes:
             self.stops.note_agent(event.milestone_id, event.changes["agent_pid"])
+        self._count_spend(event)
         self.events.put(event)
 
     def _records(self) -> dict[str, MilestoneState]:

@@ -67,7 +67,7 @@ class Services(NamedTuple):
     emit: Callable[[object], None]
     clock: Callable[[], float]
     config_file: Path = Path("orchestrator.config.json")  # named in messages about the config
-    budget: budget.Ledger | None = None  # the run's spend and caps; None: only per-milestone caps
+    budget: budget.Ledger | None = None  # the run's spend (fed by the runner from `emit`) and caps; None: none
 
 
 class Job(NamedTuple):
@@ -586,8 +586,6 @@ def _one_run(
         _used(path)
     report = limits.read_report(run.output)
     tally.add(report)
-    if s.budget is not None:
-        s.budget.record(m.id, m.stage, tally.cost_usd)
     if presets.get(agent.preset).resumes_session and role != "review" and report.session_id and not named:
         tally.session_id = report.session_id  # Codex names its session only once it runs
         state["resume"] = True

@@ -342,3 +342,31 @@ def test_a_stage_cap_holds_back_the_stage_and_resume_goes_on(project: Project) -
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert started(project) == ["1A", "1B", "2A"]  # 1A was not redone
     assert sorted(project.trailers()) == ["1A", "1B", "2A"]
+
+
+def test_a_run_cap_in_dependencies_mode_stops_new_starts_and_resume_goes_on(project: Project) -> None:
+    project.milestone("1A")
+    project.milestone("2A", deps=["1A"])
+    project.commit_plan()
+    project.script({"1A": {"implement": [{"write": {"1A.txt": "A\n"}, "print": [result_line(2.0)]}]}})
+    settings: dict[str, Any] = {"max_parallel_tasks": 1, "review": {"enabled": False}, "schedule": "dependencies"}
+    project.configure(**settings, budget={"run_usd": 2.0})
+
+    first = project.run()
+
+    assert first.returncode == 1, first.stdout + first.stderr
+    assert "budget reached: the run spent $2.00 of $2.00 (budget.run_usd)" in first.stdout
+    assert started(project) == ["1A"]
+    assert project.status_json()["budget"] == {
+        "run_usd": 2.0,
+        "stage_usd": None,
+        "milestone_usd": None,
+        "run_spent_usd": 2.0,
+    }
+
+    project.configure(**settings, budget={"run_usd": 3.0})
+    resumed = project.run("--resume")
+
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert started(project) == ["1A", "2A"]
+    assert sorted(project.trailers()) == ["1A", "2A"]
