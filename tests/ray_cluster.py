@@ -44,14 +44,16 @@ class Cluster:
     head: Node
     second: Node
     env: dict[str, str]
+    second_cpus: int = 1
 
     def stop(self) -> None:
         stop_processes(self.top)
         shutil.rmtree(self.top, ignore_errors=True)
 
     def start_second(self) -> None:
-        _ray(self.env, f"--address={self.address}", f"--num-cpus={SECOND_CPUS}", f"--temp-dir={self.second.temp_dir}",
-             "--resources=" + json.dumps({"slot": 1, "second": 1}), "--node-ip-address=127.0.0.1")  # fmt: skip
+        resources = "--resources=" + json.dumps({"slot": 1, "second": 1})
+        _ray(self.env, f"--address={self.address}", f"--num-cpus={self.second_cpus}",
+             f"--temp-dir={self.second.temp_dir}", resources, "--node-ip-address=127.0.0.1")  # fmt: skip
 
     def replace_second(self) -> None:
         """After a test killed the second node: its leftovers stopped, a new second node started."""
@@ -61,10 +63,7 @@ class Cluster:
         wait_for(lambda: _alive_nodes(self.env, self.address) == 2, 60, "the new second node")
 
 
-SECOND_CPUS = 1
-
-
-def start(head_cpus: int = 2) -> Cluster:
+def start(head_cpus: int = 2, second_cpus: int = 1) -> Cluster:
     top = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))  # short: unix socket paths are limited
     home = top / "home"
     home.mkdir()
@@ -82,7 +81,7 @@ def start(head_cpus: int = 2) -> Cluster:
         env.pop(name, None)
     port = _free_port()
     head, second = Node(top / "h"), Node(top / "w")
-    cluster = Cluster(f"127.0.0.1:{port}", top, head, second, env)
+    cluster = Cluster(f"127.0.0.1:{port}", top, head, second, env, second_cpus)
     try:
         _ray(env, "--head", f"--port={port}", f"--num-cpus={head_cpus}", "--include-dashboard=false",
              f"--temp-dir={head.temp_dir}", "--disable-usage-stats", "--node-ip-address=127.0.0.1",

@@ -107,13 +107,16 @@ def test_a_node_that_dies_mid_task_is_resubmitted_and_merged_once(
     project.milestone("1B")
     project.commit_plan()
     ray_project(project, cluster, tmp_path, retry_attempts=1)
-    slow = {m: {"implement": [{"sleep": 8, "write": {f"{m}.txt": "first"}}, {"write": {f"{m}.txt": "again"}}]}
+    first = {"chatter": [0.5, 10], "write": {}}  # prints "working N" every half second
+    slow = {m: {"implement": [{**first, "write": {f"{m}.txt": "first"}}, {"write": {f"{m}.txt": "again"}}]}
             for m in ("1A", "1B")}  # fmt: skip
     project.script(slow)
     runner = project.start()
     try:
         ray_cluster.wait_for(lambda: len(starts(project)) == 2, 120, "both agents to start")
         victim = next(c["milestone"] for c in starts(project) if node_of(c, cluster) == "second")
+        streamed = project.root / "logs" / f"{victim}.log"  # the runner's copy, while the agent runs
+        ray_cluster.wait_for(lambda: streamed.exists() and "working 1" in streamed.read_text(), 60, "streamed output")
         cluster.second.raylet().kill()
         out, err = runner.communicate(timeout=240)
     finally:
