@@ -34,6 +34,8 @@ DEMO_AGENT = Path(__file__).with_name("demo_agent.py")
 _OUTPUT_LINES_KEPT = 4000
 _LINE_CHARS_KEPT = 20_000
 _POLL_S = 0.1  # how often the runner looks at an agent's log and status
+SCRUB_ENV = "CLAUDE_CODE_SUBPROCESS_ENV_SCRUB"
+REVIEWER_DISALLOWED = ("Edit", "Write", "NotebookEdit")
 
 
 class Invocation(NamedTuple):
@@ -73,6 +75,24 @@ def executable_for(agent: AgentConfig) -> str | None:
     return agent.executable or DEFAULT_EXECUTABLES[agent.preset]
 
 
+def can_scrub(agent: AgentConfig, path: str | None = None) -> bool:
+    """Whether the agent can run with CLAUDE_CODE_SUBPROCESS_ENV_SCRUB=1. Claude Code (2.1.197) runs
+    its Bash tool under bubblewrap then, and without `bwrap` it refuses to start at all ("bubblewrap
+    is required for subprocess env scrubbing"): no scrub is better than no agent."""
+    return agent.preset != "claude" or shutil.which("bwrap", path=path) is not None
+
+
+def scrub_warning(agent: AgentConfig, path: str | None = None) -> str | None:
+    """What a person should know when the agent's Bash tool will see the credentials."""
+    if SCRUB_ENV in agent.env or can_scrub(agent, path):
+        return None
+    return (
+        f"bubblewrap (`bwrap`) is not installed: Claude Code needs it to keep the API credentials out of its "
+        f"Bash tool's environment ({SCRUB_ENV}=1), so agents run without that. Install it (e.g. `apt-get "
+        f'install bubblewrap`), or set agent.env {{"{SCRUB_ENV}": "0"}} to say so and silence this'
+    )
+
+
 def check_installed(agent: AgentConfig, root: Path) -> str | None:
     """None when the agent can be started, else a message that says how to install it."""
     exe = executable_for(agent)
@@ -101,8 +121,14 @@ def build_invocation(
     base_env: Mapping[str, str],
     extra_env: Mapping[str, str],
     resume_session: str | None,
+    root: Path | None = None,
 ) -> Invocation:
+    """The agent's argv, environment and stdin; `root`, the repository, holds the files settings name."""
     env = {**base_env, **agent.env, **extra_env}
+    if SCRUB_ENV not in agent.env and can_scrub(agent, env.get("PATH")):
+        # Claude's Bash tool then runs without the API credentials in its environment: what the
+        # agent runs cannot read or leak them. agent.env may say otherwise.
+        env[SCRUB_ENV] = "1"
     env.update(
         ORCHESTRATOR_MILESTONE=milestone_id,
         ORCHESTRATOR_ROLE=role,
@@ -110,10 +136,11 @@ def build_invocation(
         ORCHESTRATOR_PROMPT_FILE=str(prompt_file),
     )
     session_id = None
+    flags = setting_args(agent, root, role)
     if agent.preset == "codex":
-        argv, session_id = _codex_argv(agent, resume_session)
+        argv, session_id = _codex_argv(agent, resume_session, flags)
     elif agent.preset == "claude":
-        argv, session_id = _claude_argv(agent, role, resume_session)
+        argv, session_id = _claude_argv(agent, role, resume_session, flags)
         if _is_root() and "--dangerously-skip-permissions" in argv:
             # Claude Code refuses to skip permissions as root unless told it is sandboxed;
             # running as root happens in containers, which is where unattended runs belong.
@@ -124,7 +151,7 @@ def build_invocation(
     elif agent.preset == "demo":
         argv = (sys.executable, str(DEMO_AGENT))
     else:
-        argv = _other_argv(agent, prompt_file)
+        argv = _other_argv(agent, prompt_file, flags)
     if agent.preset == "gemini":
         # Every worktree is a folder gemini-cli has never seen: untrusted, it silently turns
         # --yolo back into asking for approval, which nobody answers in a headless run.
@@ -138,19 +165,42 @@ def _expand(arg: str, fields: Mapping[str, str]) -> str:
     return arg
 
 
-def _claude_argv(agent: AgentConfig, role: str, resume: str | None) -> tuple[tuple[str, ...], str]:
+def setting_args(agent: AgentConfig, root: Path | None, role: str = "implement") -> tuple[str, ...]:
+    """The agent's settings as its CLI's options, from its preset's table (orchestrator_lib/presets.py)."""
+    args: list[str] = []
+    for flag in presets.get(agent.preset).flags:
+        value = getattr(agent, flag.key)
+        if flag.key == "disallowed_tools" and role == "review" and agent.preset == "claude":
+            # The reviewer reads and may run tests, but must not edit; the runner also discards
+            # any change a reviewer leaves behind.
+            value = (*value, *REVIEWER_DISALLOWED)
+        if value is None or value == ():
+            continue
+        if flag.form == "values":
+            args += [flag.option, *value]
+        elif flag.form == "path":
+            args += [flag.option, str(root / value) if root is not None else value]
+        else:
+            args += [flag.option, flag.value.format(_text(value))]
+    return tuple(args)
+
+
+def _text(value: str | float) -> str:
+    return f"{value:.10g}" if isinstance(value, float) else str(value)  # 2.5, never 2.500000 or 1e+06
+
+
+def _claude_argv(
+    agent: AgentConfig, role: str, resume: str | None, flags: tuple[str, ...]
+) -> tuple[tuple[str, ...], str]:
     argv = [agent.executable or "claude", "-p", "--output-format", "stream-json", "--verbose"]
-    if agent.permission_mode:
-        argv += ["--permission-mode", agent.permission_mode]
-    else:
+    if agent.permission_mode in (None, "bypassPermissions"):
         argv.append("--dangerously-skip-permissions")
+    else:
+        argv += ["--permission-mode", agent.permission_mode]
     if role == "review":
-        # The reviewer reads and may run tests, but must not edit; the runner also
-        # discards any change a reviewer leaves behind. Its verdict can come back as
-        # structured output (orchestrator_lib.review reads it).
-        argv += ["--disallowedTools", "Edit Write NotebookEdit", "--json-schema", json.dumps(VERDICT_SCHEMA)]
-    if agent.model:
-        argv += ["--model", agent.model]
+        # Its verdict can come back as structured output (orchestrator_lib.review reads it).
+        argv += ["--json-schema", json.dumps(VERDICT_SCHEMA)]
+    argv += flags
     if resume:
         argv += ["--resume", resume]
         return tuple(argv), resume
@@ -158,20 +208,20 @@ def _claude_argv(agent: AgentConfig, role: str, resume: str | None) -> tuple[tup
     return (*argv, "--session-id", session), session
 
 
-def _codex_argv(agent: AgentConfig, resume: str | None) -> tuple[tuple[str, ...], str | None]:
+def _codex_argv(
+    agent: AgentConfig, resume: str | None, settings: tuple[str, ...]
+) -> tuple[tuple[str, ...], str | None]:
     """`codex exec`, prompt on stdin; after a setback `codex exec resume <id>` continues the
     session Codex named in its thread.started event (orchestrator_lib.limits.read_report)."""
     exe = executable_for(agent) or "codex"
-    model = ("--model", agent.model) if agent.model else ()
-    flags = ("--json", "--dangerously-bypass-approvals-and-sandbox", *model)
+    flags = ("--json", "--dangerously-bypass-approvals-and-sandbox", *settings)
     if resume:
         return (exe, "exec", "resume", *flags, resume, "-"), resume
     return (exe, "exec", *flags, "-"), None
 
 
-def _other_argv(agent: AgentConfig, prompt_file: Path) -> tuple[str, ...]:
+def _other_argv(agent: AgentConfig, prompt_file: Path, settings: tuple[str, ...]) -> tuple[str, ...]:
     exe = executable_for(agent) or agent.preset
-    model = ("--model", agent.model) if agent.model else ()
     if agent.preset == "aider":
         # --no-check-update: with --yes-always an update prompt would be answered "yes".
         return (
@@ -182,12 +232,12 @@ def _other_argv(agent: AgentConfig, prompt_file: Path) -> tuple[str, ...]:
             "--no-check-update",
             "--analytics-disable",  # --yes-always would answer aider's analytics question "yes"
             "--no-pretty",
-            *model,
+            *settings,
             "--message-file",
             str(prompt_file),
         )
     # gemini reads the task from stdin; -p appends this line to it.
-    return (exe, "--yolo", *model, "-p", "Carry out the task described above.")
+    return (exe, "--yolo", *settings, "-p", "Carry out the task described above.")
 
 
 def _is_root() -> bool:

@@ -23,6 +23,7 @@ from orchestrator_lib import (
     files,
     git,
     graph,
+    milestone_agent,
     prompts,
     redact,
     render,
@@ -54,6 +55,7 @@ class _View:
         if getattr(args, "schedule", None):  # `run --whatif --schedule …`, `plan --schedule …`
             self.config = replace(self.config, schedule=args.schedule)
         self.plan, self.problems = load_plan(self.root / self.config.milestones_dir, self.root)
+        self.problems += milestone_agent.plan_problems(self.plan, self.config, self.root)
 
     def records(self) -> tuple[dict[str, MilestoneState], RunState]:
         store = StateStore.open(self.root, readonly=True)
@@ -70,7 +72,8 @@ class _View:
             run = dataclasses.replace(run, status="interrupted")
         if run.status != "running":
             run = dataclasses.replace(run, hold_reason="")  # a resource hold ends with its run
-        return render.snapshot(self.plan, records, run, caps=self.config.budget)
+        agents = milestone_agent.summaries(self.plan, self.config)
+        return render.snapshot(self.plan, records, run, caps=self.config.budget, agents=agents)
 
     def _with_git_truth(self, records: dict[str, MilestoneState]) -> dict[str, MilestoneState]:
         base = self.config.base_branch or git.current_branch(self.root) or "HEAD"
@@ -290,6 +293,7 @@ def _plan_lines(view: _View) -> list[str]:
             deps = f"  after {', '.join(m.dependencies)}" if m.dependencies else ""
             est = f"~{render.format_minutes(m.estimate_minutes)}" if m.estimate_minutes else "no estimate"
             lines.append(f"  {m.id:<4} {m.title[:40]:<40} {note:<18} {est:<8}{deps}".rstrip())
+            lines.append(f"       agent: {milestone_agent.describe(milestone_agent.for_role(cfg, m, 'implement'))}")
     return lines + _graph_lines(view, snap) + _forecast_lines(view, snap)
 
 

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from orchestrator_lib import pathkeys
+from orchestrator_lib import pathkeys, presets
 from orchestrator_lib.errors import UsageError
 from orchestrator_lib.pathkeys import path_field
 from orchestrator_lib.presets import PRESETS
@@ -33,8 +33,15 @@ class LoggingConfig:
     log_dir: str = path_field("logs")
 
 
+# A JSON object in the config (Claude's `--settings`), kept as its compact JSON text: immutable, and
+# exactly the argument the CLI gets.
+JsonObject = typing.NewType("JsonObject", str)
+
+
 @dataclasses.dataclass(frozen=True)
 class AgentConfig:
+    """Config `agent`, `review.agent` and a milestone's `## Agent` (orchestrator_lib/milestone_agent.py)."""
+
     preset: str = "claude"
     command: tuple[str, ...] | None = None
     executable: str | None = None
@@ -44,6 +51,30 @@ class AgentConfig:
     env: Mapping[str, str] = dataclasses.field(default_factory=dict)
     timeout_minutes: float = 120
     idle_timeout_minutes: float = 20
+    # Claude Code's own flags; each preset's record (orchestrator_lib/presets.py) says which it takes.
+    fallback_model: str | None = None
+    effort: str | None = None
+    max_turns: int | None = None
+    budget_usd: float | None = None
+    allowed_tools: tuple[str, ...] = ()
+    disallowed_tools: tuple[str, ...] = ()
+    append_system_prompt_file: str | None = None  # a file in the repository
+    settings: JsonObject | None = None
+    mcp_config: str | None = None  # a file in the repository
+
+
+# What a different preset inherits from the agent it is merged over: the rest (its executable, model,
+# flags …) belongs to the agent it replaces. A Claude model name means nothing to Codex.
+KEPT_ACROSS_PRESETS = ("env", "timeout_minutes", "idle_timeout_minutes", "budget_usd")
+AGENT_PATH_KEYS = ("append_system_prompt_file", "mcp_config")
+
+
+def merge_agent(base: AgentConfig, changes: Mapping[str, Any]) -> AgentConfig:
+    """`changes` (keys of AgentConfig, values typed) over `base`, as review.agent and `## Agent` merge."""
+    preset = changes.get("preset", base.preset)
+    if preset != base.preset:
+        base = AgentConfig(preset=preset, **{k: getattr(base, k) for k in KEPT_ACROSS_PRESETS})
+    return dataclasses.replace(base, **changes)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -199,7 +230,12 @@ RANGES: dict[str, tuple[float, float]] = {
     "worktree.ports_per_task": (1, 1000),
     "worktree.port_range_start": (1024, 65535),  # above 1023: no privileges needed
 }
-_AGENT_RANGES = {"timeout_minutes": (0.01, 7 * _DAY_MINUTES), "idle_timeout_minutes": (0.01, 7 * _DAY_MINUTES)}
+_AGENT_RANGES = {
+    "timeout_minutes": (0.01, 7 * _DAY_MINUTES),
+    "idle_timeout_minutes": (0.01, 7 * _DAY_MINUTES),
+    "max_turns": (1, 100_000),
+    "budget_usd": (0.01, 1_000_000),
+}
 
 
 def config_path(root: Path, flag: str | None, environ: Mapping[str, str]) -> Path:
@@ -221,7 +257,7 @@ def load_config(path: Path, environ: Mapping[str, str], explicit: bool = False) 
         raise UsageError(f"config file not found: {path} (check --config / ORCHESTRATOR_CONFIG)")
     problems: list[str] = []
     data = _apply_env(data, environ, problems)
-    config: Config = _build(Config, data, "", _Context(path, problems))
+    config: Config = _merge_review_agent(_build(Config, data, "", _Context(path, problems)), data)
     problems += [f"{path}: {p}" for p in _value_problems(config)]
     if problems:
         raise ConfigError(list(dict.fromkeys(problems)))
@@ -288,12 +324,31 @@ def parse_bool(text: str, name: str) -> bool:
     raise UsageError(f"{name}={text!r}: expected true or false")
 
 
+def _merge_review_agent(config: Config, data: Mapping[str, Any]) -> Config:
+    """review.agent merges over agent: the keys it gives replace the agent's, the rest stays."""
+    review = data.get("review")
+    given = review.get("agent") if isinstance(review, dict) else None
+    if config.review.agent is None or not isinstance(given, dict):
+        return config
+    names = {f.name for f in dataclasses.fields(AgentConfig)}
+    changes = {key: getattr(config.review.agent, key) for key in given if key in names}
+    merged = merge_agent(config.agent, changes)
+    return dataclasses.replace(config, review=dataclasses.replace(config.review, agent=merged))
+
+
+def convert_agent_value(key: str, value: Any) -> tuple[Any, list[str]]:
+    """One agent setting from JSON-like `value`, typed as in the config: (value, problems without a source)."""
+    problems: list[str] = []
+    converted = _convert(typing.get_type_hints(AgentConfig)[key], value, key, _Context(None, problems))
+    return converted, problems
+
+
 class _Context(typing.NamedTuple):
-    source: Path
+    source: Path | None
     problems: list[str]
 
     def add(self, message: str) -> None:
-        self.problems.append(f"{self.source}: {message}")
+        self.problems.append(f"{self.source}: {message}" if self.source else message)
 
 
 def _build(cls: type[Any], data: Any, prefix: str, ctx: _Context) -> Any:
@@ -348,6 +403,8 @@ def _convert(hint: Any, value: Any, key: str, ctx: _Context) -> Any:
         return _convert(inner, value, key, ctx)
     if dataclasses.is_dataclass(hint):
         return _build(typing.cast(type[Any], hint), value, f"{key}.", ctx)
+    if hint is JsonObject:
+        return _json_object(value, key, ctx)
     if origin is tuple and args and typing.get_origin(args[0]) is tuple:
         return _argv_lists(value, key, ctx)
     expected = _expected(hint, origin, value)
@@ -384,6 +441,16 @@ def _expected(hint: Any, origin: Any, value: Any) -> str | None:
     if isinstance(value, hint):
         return None
     return {bool: "true or false", str: "a string"}.get(hint, str(hint))
+
+
+def _json_object(value: Any, key: str, ctx: _Context) -> Any:
+    try:
+        if isinstance(value, dict):
+            return JsonObject(json.dumps(value, separators=(",", ":"), allow_nan=False))
+    except ValueError:  # NaN or Infinity inside
+        pass
+    ctx.add(f'`{key}` must be a JSON object, e.g. {{"sandbox": {{"enabled": true}}}}, not {_shown(value)}')
+    return _BAD
 
 
 def _clean_text(text: str) -> bool:
@@ -439,16 +506,13 @@ def _value_problems(config: Config) -> list[str]:
 
 def _range_problems(config: Config) -> list[str]:
     found = [(key, _get(config, key), *bounds) for key, bounds in RANGES.items()]
-    for agent_key, agent in (("agent", config.agent), ("review.agent", config.review.agent)):
-        if agent is not None:
-            found += [(f"{agent_key}.{k}", getattr(agent, k), *b) for k, b in _AGENT_RANGES.items()]
-    return [_range_message(key, value, low, high) for key, value, low, high in found if not low <= value <= high]
+    return [f"`{key}` {_out_of_range(value, low, high)}" for key, value, low, high in found if not low <= value <= high]
 
 
-def _range_message(key: str, value: float, low: float, high: float) -> str:
+def _out_of_range(value: float, low: float, high: float) -> str:
     bound = f"at least {low:g}" if value < low else f"at most {high:g}"
     allowed = f"from {low:g} to {high:g}" if math.isfinite(high) else f"{low:g} or more"
-    return f"`{key}` must be {bound} ({allowed}), not {_shown(value)}"
+    return f"must be {bound} ({allowed}), not {_shown(value)}"
 
 
 def _get(config: Any, key: str) -> Any:
@@ -471,14 +535,8 @@ def _path_problems(config: Config) -> list[str]:
 def _agent_problems(config: Config) -> list[str]:
     problems = []
     for agent_key, agent in (("agent", config.agent), ("review.agent", config.review.agent)):
-        if agent is None:
-            continue
-        if agent.preset not in PRESETS:
-            problems.append(f"`{agent_key}.preset` must be one of {', '.join(PRESETS)}, not {_shown(agent.preset)}")
-        if agent.preset == "command" and not agent.command:
-            problems.append(
-                f'`{agent_key}.command` must be set when preset is "command", e.g. ["python3", "my_agent.py"]'
-            )
+        if agent is not None:
+            problems += [f"`{agent_key}.{key}` {message}" for key, message in agent_problems(agent)]
     return problems
 
 
@@ -497,6 +555,47 @@ def _budget_problems(config: Config) -> list[str]:
             f"or null to never hold, not {_shown(share)}"
         )
     return problems
+
+
+def agent_problems(agent: AgentConfig) -> list[tuple[str, str]]:
+    """(key, what is wrong) for each setting of a typed agent: ranges, choices, and settings its preset lacks."""
+    if agent.preset not in PRESETS:
+        return [("preset", f"must be one of {', '.join(PRESETS)}, not {_shown(agent.preset)}")]
+    record = presets.get(agent.preset)
+    problems = []
+    if agent.preset == "command" and not agent.command:
+        problems.append(("command", 'must be set when preset is "command", e.g. ["python3", "my_agent.py"]'))
+    for key, (low, high) in _AGENT_RANGES.items():
+        value = getattr(agent, key)
+        if value is not None and not low <= value <= high:
+            problems.append((key, _out_of_range(value, low, high)))
+    problems += [(key, _path_problem(getattr(agent, key))) for key in AGENT_PATH_KEYS if getattr(agent, key)]
+    for key, choices in (("effort", record.effort_levels), ("permission_mode", record.permission_modes)):
+        value = getattr(agent, key)
+        if value is not None and choices and value not in choices:
+            problems.append(
+                (key, f"must be one of {', '.join(choices)} for the {agent.preset} preset, not {_shown(value)}")
+            )
+    problems += [
+        (key, _unsupported(agent.preset)) for key in _flag_keys() if getattr(agent, key) and not record.supports(key)
+    ]
+    return [(key, message) for key, message in problems if message]
+
+
+def _flag_keys() -> list[str]:
+    """The agent settings only some presets take."""
+    universal = {"preset", "command", "executable", "extra_args", "env", "timeout_minutes", "idle_timeout_minutes"}
+    return [f.name for f in dataclasses.fields(AgentConfig) if f.name not in universal]
+
+
+def _unsupported(preset: str) -> str:
+    taken = [key for key in _flag_keys() if presets.get(preset).supports(key)]
+    return f"is not a setting the {preset} preset takes (it takes {', '.join(taken)}): remove it or set it to null"
+
+
+def _path_problem(value: str) -> str:
+    problem = pathkeys.value_problem(value)
+    return f"{problem} (it is {_shown(value)})" if problem else ""
 
 
 def _other_checks(config: Config) -> list[tuple[str, bool, str]]:

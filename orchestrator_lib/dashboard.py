@@ -17,7 +17,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from orchestrator_lib import render
+from orchestrator_lib import denials, render
 from orchestrator_lib.budget import HOLDING
 from orchestrator_lib.errors import OrchestratorError
 from orchestrator_lib.state import MilestoneState
@@ -150,6 +150,8 @@ def _status_line(m: MilestoneState, snap: render.Snapshot) -> Text:
     text = note(m, snap)
     if text:
         line.append(f"\n      └ {text[:160]}", style="red" if m.status in ("failed", "blocked") else "dim")
+    if m.permission_denials:
+        line.append(f"\n      └ {denials.summary(m.permission_denials)[:300]}", style="yellow")
     return line
 
 

@@ -20,10 +20,12 @@ from orchestrator_lib import (
     agents,
     budget,
     conflicts,
+    denials,
     files,
     git,
     launches,
     limits,
+    milestone_agent,
     presets,
     prompts,
     redact,
@@ -106,6 +108,7 @@ class _Tally:
     recoveries: int = 0
     crashes: int = 0  # failed runs in a row; with recoveries, carried over when a run resumes
     fresh_since: float = 0.0  # launches before this belong to an earlier, finished run of the milestone
+    refused: tuple[str, ...] = ()  # what its agents were refused (permission_denials), in this run
     used: set[str] = dataclasses.field(default_factory=set)  # launches this runner has adopted or passed over
 
     def add(self, report: limits.AgentReport) -> None:
@@ -122,6 +125,7 @@ class _Tally:
             "output_tokens": self.output_tokens,
             "recoveries": self.recoveries,
             "crashes": self.crashes,
+            "permission_denials": self.refused,
         }
 
 
@@ -188,7 +192,9 @@ def run_milestone(s: Services, job: Job) -> MilestoneResult:
         return MilestoneResult(
             m.id, "blocked", "entry requirements not met: " + entry.summary() + "\n" + entry.failure_output()
         )
-    return _implement_and_review(ctx, prev)
+    result = _implement_and_review(ctx, prev)
+    refused = tally.refused if result.status == "failed" else ()  # what the agent was refused: often the cause
+    return result._replace(reason=denials.in_reason(result.reason, refused))
 
 
 def prep_for(ctx: _Context) -> worktree_prep.Prep:
@@ -430,7 +436,7 @@ def _run_role(
 
 def _attempt(ctx: _Context, role: str, state: dict[str, Any], extra_env: Mapping[str, str]) -> Outcome:
     s, m = ctx.s, ctx.m
-    agent = s.config.review.agent if role == "review" and s.config.review.agent else s.config.agent
+    agent = milestone_agent.for_role(s.config, m, role)
     while True:
         stop = s.stop_for(m.id)
         if stop.is_set():
@@ -534,11 +540,12 @@ def _recover(ctx: _Context, state: dict[str, Any], run: agents.AgentRun, kind: l
     tally = ctx.tally
     tally.recoveries += 1
     tally.session_id = ""
+    agent = milestone_agent.for_role(ctx.s.config, ctx.m, "implement")
     if run.killed == "idle":
-        minutes = ctx.s.config.agent.idle_timeout_minutes
+        minutes = agent.idle_timeout_minutes
         what, message = "stalled", f"no output for {minutes:g} min (agent.idle_timeout_minutes)"
     else:
-        found = limits.classify(ctx.s.config.agent.preset, 0, run.output, _now(ctx.s.clock))
+        found = limits.classify(agent.preset, 0, run.output, _now(ctx.s.clock))
         what, message = "context", found.message if found.kind == "context" else kind.message
     committed = git.changed_between(ctx.path, ctx.base, "HEAD") + git.status_paths(ctx.path)
     note = prompts.resume_note("context exhausted" if what == "context" else message, committed)
@@ -586,6 +593,9 @@ def _one_run(
         _used(path)
     report = limits.read_report(run.output)
     tally.add(report)
+    if refused := denials.read(run.output):
+        tally.refused = tuple(dict.fromkeys((*tally.refused, *refused)))
+        _log_line(ctx, f"{role}: {denials.summary(refused)}")
     if presets.get(agent.preset).resumes_session and role != "review" and report.session_id and not named:
         tally.session_id = report.session_id  # Codex names its session only once it runs
         state["resume"] = True
@@ -657,6 +667,7 @@ def _invocation(
         base_env=s.agent_env,
         extra_env={**ctx.task_env, **extra_env},
         resume_session=resume,
+        root=s.root,
     )
     if inv.session_id and role != "review":
         tally.session_id = inv.session_id

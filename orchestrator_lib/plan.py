@@ -33,7 +33,10 @@ _TASKS = "tasks"
 _EXIT = "exit criteria"
 _DEPENDENCIES = "dependencies"
 _ESTIMATE = "estimated time"
-_KNOWN_SECTIONS = (_DESCRIPTION, _ENTRY, _TASKS, _EXIT, _DEPENDENCIES, _ESTIMATE)
+_AGENT = "agent"
+_KNOWN_SECTIONS = (_DESCRIPTION, _ENTRY, _TASKS, _EXIT, _DEPENDENCIES, _ESTIMATE, _AGENT)
+_SETTING = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*:\s*(.*)", re.DOTALL)
+_SETTING_EXAMPLE = "write one setting per item, '- key: value', e.g. '- model: claude-opus-4-5'"
 
 # A day of agent work is a working day, not 24 hours of wall clock.
 MINUTES_PER_DAY = 8 * 60
@@ -70,6 +73,15 @@ class Check(NamedTuple):
     line: int
 
 
+class Setting(NamedTuple):
+    """One `- key: value` item of a milestone's `## Agent` section, as written; typed and checked
+    against the config in orchestrator_lib/milestone_agent.py."""
+
+    key: str
+    value: str
+    line: int
+
+
 class Milestone(NamedTuple):
     """One milestone file: its sections parsed, and the whole text for the prompt."""
 
@@ -85,6 +97,7 @@ class Milestone(NamedTuple):
     dependencies: tuple[str, ...]
     estimate_minutes: int | None
     text: str
+    agent: tuple[Setting, ...] = ()  # its `## Agent` section: merged over the config's agent
 
 
 class Problem(NamedTuple):
@@ -222,6 +235,7 @@ def _parse(path: Path, text: str) -> tuple[Milestone, list[_Issue]]:
     tasks = sections.get(_TASKS)
     dependencies, dependency_issues = _dependencies(sections.get(_DEPENDENCIES))
     estimate, estimate_issues = _estimate(sections.get(_ESTIMATE))
+    agent, agent_issues = _agent_settings(sections.get(_AGENT))
     description = sections.get(_DESCRIPTION, title)
     milestone = Milestone(
         id=path.stem,
@@ -236,9 +250,10 @@ def _parse(path: Path, text: str) -> tuple[Milestone, list[_Issue]]:
         dependencies=tuple(entry.text for entry in dependencies),
         estimate_minutes=estimate,
         text=text,
+        agent=agent,
     )
     issues += _title_issues(title) + _tasks_issues(tasks, tokens)
-    return milestone, issues + dependency_issues + estimate_issues
+    return milestone, issues + dependency_issues + estimate_issues + agent_issues
 
 
 def _blocks(tokens: Sequence[Token], lines: Sequence[str]) -> list[_Block]:
@@ -432,6 +447,23 @@ def _estimate(section: _Block | None) -> tuple[int | None, list[_Issue]]:
         message = f"the estimate '{entry.text}' is zero: give the expected time"
         return None, [_Issue(entry.line, message)]
     return minutes, []
+
+
+def _agent_settings(section: _Block | None) -> tuple[tuple[Setting, ...], list[_Issue]]:
+    """`- key: value` items, as written (the raw source, so `*` or `_` in a value stay as they are)."""
+    settings: dict[str, Setting] = {}
+    issues = []
+    for inline, is_item in _inlines(section.tokens if section else ()):
+        line = _line_span(inline)[0] + 1
+        match = _SETTING.fullmatch(" ".join(inline.content.split("\n")).strip())
+        if not is_item or match is None:
+            issues.append(_Issue(line, f"'{inline.content.strip()[:60]}' is not an agent setting: {_SETTING_EXAMPLE}"))
+        elif match[1] in settings:
+            first = settings[match[1]].line
+            issues.append(_Issue(line, f"`{match[1]}` is set twice (first at line {first}): keep one"))
+        else:
+            settings[match[1]] = Setting(match[1], match[2].strip(), line)
+    return tuple(settings.values()), issues
 
 
 def parse_estimate(text: str) -> int | None:

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 from typing import NamedTuple
 
+from orchestrator_lib import agents, executor, git, milestone_agent, preflight, tasksfile, worktree_prep
 from orchestrator_lib import config as configuration
-from orchestrator_lib import executor, git, preflight, tasksfile, worktree_prep
 from orchestrator_lib.errors import UsageError
 from orchestrator_lib.plan import Plan, load_plan, stray_entries
 
@@ -39,6 +39,7 @@ def load_project(args: argparse.Namespace, keep_config_error: bool = False) -> P
     if getattr(args, "schedule", None):  # the flag wins over the file
         config = configuration.replace(config, schedule=args.schedule)
     plan, problems = load_plan(root / config.milestones_dir, root)
+    problems += milestone_agent.plan_problems(plan, config, root)
     base = config.base_branch or git.current_branch(root)
     theirs = tasksfile.ownership_problem(root, config.tasks_file, base)  # never overwrite the user's file
     return Project(
@@ -50,8 +51,17 @@ def check_project(project: Project, args: argparse.Namespace) -> list[object]:
     """Every problem that stops a run, found before anything is written; warnings are printed."""
     for warning in stray_entries(project.root / project.config.milestones_dir, project.root):
         print(f"warning: {warning}", file=sys.stderr)
+    for note in _scrub_warnings(project):
+        print(f"warning: {note}", file=sys.stderr)
     config = project.config if project.config_ok else None
     stage, milestone = getattr(args, "stage", None), getattr(args, "milestone", None)
     prepared = worktree_prep.problems(project.root, config.worktree, project.config_file) if config else []
     found = preflight.problems(project.root, config, project.plan, stage, milestone)
     return [*project.problems, *prepared, *found, *executor.problems(config, project.root)]
+
+
+def _scrub_warnings(project: Project) -> list[str]:
+    agents_used = [project.config.agent, project.config.review.agent]
+    agents_used += [milestone_agent.for_role(project.config, m, "implement") for m in project.plan.milestones]
+    found = (agents.scrub_warning(a, os.environ.get("PATH")) for a in agents_used if a is not None)
+    return list(dict.fromkeys(w for w in found if w))

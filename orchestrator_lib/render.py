@@ -9,7 +9,7 @@ import re
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -35,6 +35,7 @@ class Snapshot(NamedTuple):
     now: float
     waiting: dict[str, tuple[str, ...]]  # a milestone not started -> the dependencies not merged yet
     caps: BudgetConfig = BudgetConfig()  # the config's `budget`, shown against the spend
+    agents: Mapping[str, Mapping[str, Any]] = {}  # id -> its effective agent (orchestrator_lib/milestone_agent.py)
 
 
 def snapshot(
@@ -43,11 +44,12 @@ def snapshot(
     run: RunState,
     now: float | None = None,
     caps: BudgetConfig = BudgetConfig(),
+    agents: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Snapshot:
     rows = tuple(_row(records.get(m.id), m.id, m.stage, m.title) for m in plan.milestones)
     estimates = {m.id: m.estimate_minutes for m in plan.milestones}
     waiting = graph.waiting(plan.milestones, {m.id: m.status for m in rows})
-    return Snapshot(rows, estimates, scrub(run), time.time() if now is None else now, waiting, caps)
+    return Snapshot(rows, estimates, scrub(run), time.time() if now is None else now, waiting, caps, agents or {})
 
 
 def _row(rec: MilestoneState | None, mid: str, stage: int, title: str) -> MilestoneState:
@@ -279,6 +281,8 @@ def _milestone_json(m: MilestoneState, snap: Snapshot) -> dict[str, Any]:
         "recoveries": m.recoveries,
         "waits_for": list(snap.waiting.get(m.id, ())),
         "node": m.node or None,
+        "agent": dict(snap.agents[m.id]) if m.id in snap.agents else None,
+        "permission_denials": list(m.permission_denials),
     }
 
 

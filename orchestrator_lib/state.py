@@ -68,6 +68,7 @@ class MilestoneState:
     crashes: int = 0  # failed agent runs in a row, kept across resumes (bounded by retry_attempts)
     port_base: int = 0  # its ORCHESTRATOR_PORT_BASE block, kept by a resumed run (0: none yet)
     node: str = ""  # the Ray node id it runs or ran on (executor.kind "ray"); "" on this machine
+    permission_denials: tuple[str, ...] = ()  # what its agent was refused (Claude's permission_denials)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))
@@ -76,6 +77,7 @@ class MilestoneState:
     def from_json(cls, text: str) -> MilestoneState:
         data = _fields_of(cls, json.loads(text))
         data["last_findings"] = tuple(data.get("last_findings", ()))
+        data["permission_denials"] = tuple(data.get("permission_denials", ()))
         return cls(**data)
 
 

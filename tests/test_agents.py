@@ -91,7 +91,8 @@ def test_claude_permission_mode_model_executable_and_extra_args() -> None:
 
 def test_claude_reviewer_cannot_edit() -> None:
     argv = invocation(preset("claude"), role="review").argv
-    assert argv[argv.index("--disallowedTools") + 1].split() == ["Edit", "Write", "NotebookEdit"]
+    start = argv.index("--disallowedTools") + 1
+    assert argv[start : start + 3] == ("Edit", "Write", "NotebookEdit")  # one argument each
 
 
 @pytest.mark.parametrize(("root", "expected"), [(True, "1"), (False, None)])

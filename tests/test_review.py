@@ -306,7 +306,8 @@ def _claude_argv(role: str, tmp_path: Path) -> tuple[str, ...]:
 def test_claude_reviewer_gets_the_verdict_schema_and_no_edit_tools(tmp_path: Path) -> None:
     argv = _claude_argv("review", tmp_path)
     assert json.loads(argv[argv.index("--json-schema") + 1]) == VERDICT_SCHEMA
-    assert argv[argv.index("--disallowedTools") + 1].split() == ["Edit", "Write", "NotebookEdit"]
+    start = argv.index("--disallowedTools") + 1
+    assert argv[start : start + 3] == ("Edit", "Write", "NotebookEdit")
     assert argv[argv.index("--model") + 1] == "a-review-model"
     for role in ("implement", "remediate", "resolve"):
         assert not {"--json-schema", "--disallowedTools"} & set(_claude_argv(role, tmp_path))
