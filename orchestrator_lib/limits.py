@@ -549,7 +549,7 @@ def read_report(output: str) -> AgentReport:
     items = _items(output)
     result = _last_result(items)
     if result is None:
-        return _codex_report([i for i in items if isinstance(i, dict)])
+        return _codex_report([i for i in items if isinstance(i, dict)]) or _aider_report(output)
     usage = _dict(result.get("usage"))
     is_error = result.get("is_error")
     return AgentReport(
@@ -564,13 +564,40 @@ def read_report(output: str) -> AgentReport:
     )
 
 
-def _codex_report(events: list[dict[str, Any]]) -> AgentReport:
+# Aider after each answer, when it knows the model's price (aider/coders/base_coder.py):
+# "Tokens: 1.0k sent, 15 received. Cost: $1.04 message, $1.04 session."
+_AIDER_USAGE = re.compile(
+    r"^Tokens: (?P<sent>[\d.]+[kM]?) sent(?:, [\d.]+[kM]? cache \w+)*, (?P<received>[\d.]+[kM]?) received\."
+    r"(?: Cost: \$(?P<message>[\d.]+) message, \$(?P<session>[\d.]+) session\.)?",
+    re.MULTILINE,
+)
+
+
+def _aider_count(text: str) -> int:
+    scale = {"k": 1_000, "M": 1_000_000}.get(text[-1], 1)
+    return round(float(text.rstrip("kM")) * scale)
+
+
+def _aider_report(output: str) -> AgentReport:
+    """Aider's usage lines: tokens per answer (rounded as it prints them), cost for the session."""
+    usages = list(_AIDER_USAGE.finditer(output))
+    if not usages:
+        return _NO_REPORT
+    sessions = [float(u["session"]) for u in usages if u["session"]]
+    return _NO_REPORT._replace(
+        cost_usd=sessions[-1] if sessions else None,
+        input_tokens=sum(_aider_count(u["sent"]) for u in usages),
+        output_tokens=sum(_aider_count(u["received"]) for u in usages),
+    )
+
+
+def _codex_report(events: list[dict[str, Any]]) -> AgentReport | None:
     """Codex names its session in thread.started and counts tokens per turn in turn.completed;
     its input_tokens already include the cached ones. Codex reports no cost."""
     thread = next((e.get("thread_id") for e in events if e.get("type") == "thread.started"), None)
     usages = [_dict(e.get("usage")) for e in events if e.get("type") == "turn.completed"]
     if thread is None and not usages:
-        return _NO_REPORT
+        return None
     turns = [e for e in events if e.get("type") in ("turn.completed", "turn.failed")]
     failed = next((e for e in reversed(turns) if e.get("type") == "turn.failed"), None)
     return AgentReport(

@@ -134,6 +134,26 @@ def test_resets_at_in_milliseconds_is_read_as_seconds() -> None:
     assert found is not None and found.resets_at == NOW + 60
 
 
+def test_aiders_usage_lines_are_its_report() -> None:
+    output = "\n".join(
+        [
+            "Aider v0.86.2",
+            "Tokens: 1.0k sent, 15 received. Cost: $1.04 message, $1.04 session.",
+            "Applied edit to a.txt",
+            "Tokens: 2.5k sent, 1.2k cache write, 3k cache hit, 1.5M received. Cost: $0.0040 message, $1.0440 session.",
+        ]
+    )
+    report = limits.read_report(output)
+    assert report.cost_usd == pytest.approx(1.044)
+    assert report.input_tokens == 3500 and report.output_tokens == 1_500_015
+
+
+def test_aider_without_a_price_reports_tokens_only() -> None:
+    report = limits.read_report("Tokens: 980 sent, 12 received.\n")
+    assert report.cost_usd is None and report.input_tokens == 980 and report.output_tokens == 12
+    assert limits.read_report("model text: Tokens: 5 sent, 1 received.") == limits.read_report("")
+
+
 # --- the hold --------------------------------------------------------------------------
 
 
