@@ -28,8 +28,8 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 import advanced
 import orchestrator_lib
 from advanced import WorktreeManager
+from orchestrator_lib import budget, files, git, ray_worker, redact
 from orchestrator_lib import config as configuration
-from orchestrator_lib import files, git, ray_worker, redact
 from orchestrator_lib.errors import UsageError
 from orchestrator_lib.pipeline import Job, MilestoneResult, Paused, Progress, Services
 from orchestrator_lib.ray_hub import Hub, LogText, Reply, TaskSpec
@@ -138,7 +138,14 @@ class Dispatch:
                 self.s.rate_limits.pause_until(reply.paused_until, reply.pause_reason)
                 prefer = reply.node  # Claude's session files live there: --resume works
             else:
+                self._refused_there(reply.result)
                 return self._bring_back(reply)
+
+    def _refused_there(self, result: MilestoneResult) -> None:
+        """A worker refused a start for the run's or stage's cap: the runner's ledger says so too, so the
+        run ends with "budget reached" once the running agents finish, as locally."""
+        if self.s.budget is not None and result.reason.startswith(budget.REACHED):
+            self.s.budget.refusal(self.m.stage)
 
     def _publish(self) -> MilestoneResult | None:
         """The base, and the branch to continue unless the remote holds a later state of it."""
@@ -184,6 +191,7 @@ class Dispatch:
             cfg.executor.work_dir, self.s.worktrees.base_branch, (name, email),
         )  # fmt: skip
         self.s.emit(Progress(self.m.id, {"role": "queued", "node": ""}))
+        self._share_spend()
         ref = self.ex.task.options(**self.ex.options(prefer)).remote(spec, self.hub)
         try:
             return self._follow(ref, key)
@@ -212,7 +220,13 @@ class Dispatch:
                     MilestoneResult(self.m.id, "interrupted", "stopped (its Ray task was cancelled)"), "", 0, "", ""
                 )
 
+    def _share_spend(self) -> None:
+        ledger = self.s.budget
+        if ledger is not None:  # the caps are checked on the worker, against the whole run's spend
+            self.hub.spend.remote(ledger.run_total(), self.m.stage, ledger.stage_total(self.m.stage))
+
     def _drain(self, key: str) -> None:
+        self._share_spend()
         for item in ray.get(self.hub.take.remote(key), timeout=120):
             if isinstance(item, LogText):
                 self._write_log(item)

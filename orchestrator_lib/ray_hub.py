@@ -3,7 +3,8 @@
 One `Hub` actor per run lives on the runner's node. A worker pushes what its milestone emits (the
 same `Progress`, `Paused` and `Held` events as locally) and the new text of its logs; the runner takes
 them, writes the logs into its own log folder and hands the events to its reporter. The answer to a
-push carries what a worker must hear from the runner: "stop" and the run-wide usage-limit pause.
+push carries what a worker must hear from the runner: "stop", the run-wide usage-limit pause and
+the run's spend (for the budget caps).
 Plain Python, no Ray import: ray_executor makes it an actor, and tests can use it as it is.
 """
 
@@ -22,6 +23,7 @@ class LogText(NamedTuple):
 class Orders(NamedTuple):
     stop: bool
     paused_until: float
+    spent: tuple[float, dict[int, float]] = (0.0, {})  # the run's spend and each stage's (budget caps)
 
 
 class TaskSpec(NamedTuple):
@@ -51,11 +53,12 @@ class Hub:
         self._stopped: set[str] = set()
         self._closed: set[str] = set()
         self._paused_until = 0.0
+        self._spent: tuple[float, dict[int, float]] = (0.0, {})
 
     def push(self, key: str, items: list[object]) -> Orders:
         if items and key not in self._closed:
             self._inbox.setdefault(key, []).extend(items)
-        return Orders(key in self._stopped, self._paused_until)
+        return Orders(key in self._stopped, self._paused_until, self._spent)
 
     def take(self, key: str) -> list[object]:
         return self._inbox.pop(key, [])
@@ -71,3 +74,7 @@ class Hub:
 
     def pause(self, until: float) -> None:
         self._paused_until = max(self._paused_until, until)
+
+    def spend(self, run_total: float, stage: int, stage_total: float) -> None:
+        """The runner's ledger: a worker's budget gate refuses starts as the runner's would."""
+        self._spent = (run_total, {**self._spent[1], stage: stage_total})

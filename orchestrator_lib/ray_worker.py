@@ -26,7 +26,7 @@ import ray
 from filelock import FileLock
 
 from advanced import MilestoneValidator, RateLimitManager, SystemMonitor, WorktreeManager
-from orchestrator_lib import agents, files, git, launches, proc, redact, safe_delete
+from orchestrator_lib import agents, budget, files, git, launches, proc, redact, safe_delete
 from orchestrator_lib import config as configuration
 from orchestrator_lib.errors import OrchestratorError
 from orchestrator_lib.pipeline import Job, MilestoneResult, Progress, Services, run_milestone
@@ -52,6 +52,8 @@ def run_task(spec: TaskSpec, hub: Any) -> Reply:
             branch.lease = checkout(clone, spec, branch.name, clone / cfg.worktree_dir)
             stop_leftovers(clone / STATE_DIR, m.id)
         limiter = GiveWay(cfg, pump, stop)
+        pump.ledger = budget.Ledger(cfg.budget)
+        pump.send()  # the run's spend is known before the first agent start
         result = run_milestone(services(spec, cfg, clone, limiter, pump, branch, stop), _continued(spec.job))
         branch.push()
     except OrchestratorError as e:
@@ -157,6 +159,7 @@ def services(
         emit=Emitter(pump, branch),
         clock=time.time,
         config_file=Path(spec.config_name),
+        budget=pump.ledger,
     )
 
 
@@ -218,6 +221,7 @@ class Pump:
         self._events: list[object] = []
         self._offsets = {p: _size(p) for p in self._files()}  # earlier dispatches' text was sent then
         self.paused_until = 0.0
+        self.ledger: budget.Ledger | None = None  # the runner's spend, mirrored for the budget caps
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="pump", daemon=True)
 
@@ -242,8 +246,17 @@ class Pump:
             items += self._new_text(final)
             orders = ray.get(self._hub.push.remote(self._key, items), timeout=120)
         self.paused_until = orders.paused_until
+        self._mirror(orders.spent)
         if orders.stop:
             self._stop.set()
+
+    def _mirror(self, spent: tuple[float, dict[int, float]]) -> None:
+        run_total, stages = spent
+        if self.ledger is None:
+            return
+        for stage, total in stages.items():
+            self.ledger.record(f"stage {stage}", stage, total)
+        self.ledger.record("other stages", -1, run_total - sum(stages.values()))
 
     def _loop(self) -> None:
         while not self._done.wait(self.GAP):

@@ -7,6 +7,7 @@ for this module's tests (they share one xdist group) and always stopped, even on
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -251,3 +252,25 @@ def test_validate_runs_a_check_on_a_worker(project: Project, cluster: Any, tmp_p
 
     assert out.returncode == 2
     assert "Ray node" in out.stderr and "agent-cli" in out.stderr
+
+
+def test_the_budget_caps_hold_on_the_workers_too(project: Project, cluster: Any, tmp_path: Path) -> None:
+    project.milestone("1A")
+    project.milestone("1B")
+    project.commit_plan()
+    cost = json.dumps({"type": "result", "subtype": "success", "is_error": False, "total_cost_usd": 1.5})
+    project.script(
+        {
+            "1A": {"implement": [{"write": {"1A.txt": "A\n"}, "print": [cost]}]},
+            "1B": {"implement": [{"write": {"1B.txt": "B\n"}, "sleep": 6}]},
+        }
+    )
+    ray_project(project, cluster, tmp_path, budget={"stage_usd": 1.0})
+
+    first = project.run(timeout=240)
+
+    assert first.returncode == 1, first.stdout + first.stderr
+    assert "budget reached: stage 1 spent $1.50 of $1.00 (budget.stage_usd)" in first.stdout
+    # 1B's implement ran while 1A spent the stage's budget: its worker refused to start its review
+    assert [c["role"] for c in starts(project) if c["milestone"] == "1B"] == ["implement"]
+    assert project.statuses()["1B"] == "interrupted"
