@@ -151,7 +151,7 @@ def services(
         rate_limits=limiter,
         monitor=SystemMonitor(cfg.monitor, clone, sleep=stop.wait),
         validator=MilestoneValidator(cfg.validation, env, redactor),
-        worktrees=WorktreeManager(clone, clone / cfg.worktree_dir, spec.base_branch, cfg.tasks_file),
+        worktrees=SharedClone(clone, clone / cfg.worktree_dir, spec.base_branch, cfg.tasks_file),
         agent_env=env,
         log_dir=state / "logs",
         prompt_dir=state / "prompts",
@@ -161,6 +161,16 @@ def services(
         config_file=Path(spec.config_name),
         budget=pump.ledger,
     )
+
+
+class SharedClone(WorktreeManager):
+    """Tasks in several worker processes of one node share the clone: a worktree is made under a file
+    lock (WorktreeManager's own lock holds only within a process; `git worktree prune` in one would
+    delete the folder another is still adding)."""
+
+    def ensure(self, milestone_id: str, base: str, reuse: bool) -> Path:
+        with FileLock(str(self.root.with_name(self.root.name + ".lock")), timeout=600):
+            return super().ensure(milestone_id, base, reuse)
 
 
 class Branch:

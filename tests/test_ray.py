@@ -274,3 +274,33 @@ def test_the_budget_caps_hold_on_the_workers_too(project: Project, cluster: Any,
     # 1B's implement ran while 1A spent the stage's budget: its worker refused to start its review
     assert [c["role"] for c in starts(project) if c["milestone"] == "1B"] == ["implement"]
     assert project.statuses()["1B"] == "interrupted"
+
+
+def test_stop_of_one_milestone_reaches_its_worker(project: Project, cluster: Any, tmp_path: Path) -> None:
+    import ray_cluster
+
+    project.milestone("1A")
+    project.milestone("1B")
+    project.commit_plan()
+    ray_project(project, cluster, tmp_path)
+    project.script(
+        {
+            "1A": {"implement": [{"sleep": 2, "write": {"1A.txt": "a"}}]},
+            "1B": {"implement": [{"print": ["1B is busy"], "hang": True}]},
+        }
+    )
+    runner = project.start()
+    try:
+        ray_cluster.wait_for(lambda: any(c["milestone"] == "1B" for c in starts(project)), 120, "1B's agent")
+        assert project.run("stop", "1B").returncode == 0
+        out, err = runner.communicate(timeout=120)
+    finally:
+        runner.kill()
+        _kill_stray_agents(project)
+
+    assert runner.returncode == 1, out + err
+    ended = [c for c in project.agent_calls() if c["milestone"] == "1B" and c["event"] != "start"]
+    assert [c["event"] for c in ended] == ["terminated"]  # the agent on the worker was stopped
+    statuses = {m["id"]: (m["status"], m["reason"]) for m in project.status_json()["milestones"]}
+    assert statuses["1B"] == ("failed", "stopped by user")
+    assert statuses["1A"][0] == "done"
