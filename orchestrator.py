@@ -57,7 +57,7 @@ from orchestrator_lib.metrics import MetricsSampler, state_reader
 from orchestrator_lib.notify import Announcer, Notifier
 from orchestrator_lib.pipeline import Job, MilestoneResult, Progress, Services
 from orchestrator_lib.plan import Milestone
-from orchestrator_lib.project import Project, check_project, load_project
+from orchestrator_lib.project import Project, agent_not_installed, check_project, load_project
 from orchestrator_lib.reporter import Reporter, clock, say, setup_logging
 from orchestrator_lib.state import STATE_DIR, MilestoneState, Ownership, StateStore, Status, update
 from orchestrator_lib.stops import StopControl
@@ -125,7 +125,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     problems = check_project(project, args)
     if not problems and project.config_ok:  # a reachable remote and Ray: does a worker have the agent?
         problems += executor.worker_problems(project.config)
-    missing = project.config_ok and agents.check_installed(project.config.agent, project.root)
+    missing = project.config_ok and agent_not_installed(project)
     if missing:
         print(f"warning: {missing}", file=sys.stderr)
     if problems:
@@ -149,7 +149,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError(f"{len(problems)} problem(s) found; nothing was run (fix them; see --validate-only)")
     if args.auto_resume and project.config.auto_resume:  # config auto_resume, or env AUTO_RESUME
         return supervise.supervise(args, HERE / "orchestrator.py")
-    missing = agents.check_installed(project.config.agent, project.root)
+    missing = agent_not_installed(project)
     if missing:
         raise UsageError(missing)
     return Runner(project, args).run()

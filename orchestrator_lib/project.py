@@ -60,8 +60,20 @@ def check_project(project: Project, args: argparse.Namespace) -> list[object]:
     return [*project.problems, *prepared, *found, *executor.problems(config, project.root)]
 
 
+def _agents_used(project: Project) -> list[configuration.AgentConfig]:
+    """The config's agents and every milestone's own (its `## Agent` section), each once."""
+    used = [project.config.agent, project.config.review.agent]
+    used += [milestone_agent.for_role(project.config, m, "implement") for m in project.plan.milestones]
+    once: list[configuration.AgentConfig] = []  # not a set: an agent's env mapping is not hashable
+    once += [a for i, a in enumerate(used) if a is not None and a not in used[:i]]
+    return once
+
+
 def _scrub_warnings(project: Project) -> list[str]:
-    agents_used = [project.config.agent, project.config.review.agent]
-    agents_used += [milestone_agent.for_role(project.config, m, "implement") for m in project.plan.milestones]
-    found = (agents.scrub_warning(a, os.environ.get("PATH")) for a in agents_used if a is not None)
+    found = (agents.scrub_warning(a, os.environ.get("PATH")) for a in _agents_used(project))
     return list(dict.fromkeys(w for w in found if w))
+
+
+def agent_not_installed(project: Project) -> str | None:
+    """How to install the first agent CLI the run needs that cannot be started, or None."""
+    return next(filter(None, (agents.check_installed(a, project.root) for a in _agents_used(project))), None)

@@ -376,3 +376,16 @@ def load_agent(agent: dict[str, Any], tmp_path: Path | None = None) -> AgentConf
 
     with tempfile.TemporaryDirectory() as scratch:
         return load({"agent": agent}, tmp_path or Path(scratch)).agent
+
+
+def test_a_milestones_own_agent_must_be_installed_before_anything_starts(project: Project) -> None:
+    project.milestone("1A")
+    project.milestone("1B", extra="\n## Agent\n- preset: codex\n- executable: no-such-codex\n")
+    project.commit_plan()
+    before = fingerprint(project.root)
+    out = project.run()
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "the codex agent CLI `no-such-codex` is not installed" in out.stderr
+    assert project.agent_calls() == [] and fingerprint(project.root) == before
+    validated = project.run("--validate-only")
+    assert validated.returncode == 0 and "warning: the codex agent CLI `no-such-codex`" in validated.stderr

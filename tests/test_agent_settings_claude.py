@@ -53,9 +53,11 @@ def system_text(request: RecordedRequest) -> str:
 def test_each_milestone_reaches_the_api_with_its_own_model_and_flags(cp: ClaudeProject) -> None:
     (cp.p.root / "prompts").mkdir()
     (cp.p.root / "prompts" / "extra.md").write_text(EXTRA_PROMPT + "\n")
+    (cp.p.root / "mcp.json").write_text('{"mcpServers": {}}\n')
     agent_section = (
         "\n## Agent\n- model: claude-opus-4-5\n- effort: high\n- max_turns: 7\n- budget_usd: 4\n"
         "- append_system_prompt_file: prompts/extra.md\n- disallowed_tools: WebFetch, WebSearch\n"
+        '- settings: {"includeCoAuthoredBy": false}\n- mcp_config: mcp.json\n- fallback_model: claude-sonnet-4-5\n'
     )
     cp.p.milestone("1A", exit_checks=["It exists (`test -f a.txt`)"], extra=agent_section)
     cp.p.milestone("1B", exit_checks=["It exists (`test -f env.txt`)"])
@@ -92,6 +94,9 @@ def test_each_milestone_reaches_the_api_with_its_own_model_and_flags(cp: ClaudeP
     assert after(argv, "--max-turns") == ["7"] and after(argv, "--max-budget-usd") == ["4"]
     assert after(argv, "--append-system-prompt-file") == [str(cp.p.root / "prompts" / "extra.md")]
     assert after(argv, "--disallowedTools", 2) == ["WebFetch", "WebSearch"]
+    assert json.loads(after(argv, "--settings")[0]) == {"includeCoAuthoredBy": False}
+    assert after(argv, "--mcp-config") == [str(cp.p.root / "mcp.json")]
+    assert after(argv, "--fallback-model") == ["claude-sonnet-4-5"]
 
     seen = cp.p.show("env.txt").split()
     if shutil.which("bwrap"):

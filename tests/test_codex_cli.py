@@ -240,3 +240,19 @@ def test_a_codex_session_is_resumed_with_exec_resume(tmp_path: Path) -> None:
     assert fresh.argv == ("codex", "exec", *flags, "-", "-c", "x=1") and fresh.session_id is None
     assert resumed.argv == ("codex", "exec", "resume", *flags, "01a2", "-", "-c", "x=1")
     assert resumed.session_id == "01a2" and resumed.stdin == "go on"
+
+
+def test_a_milestones_model_and_effort_reach_codexs_requests(cx: CodexProject) -> None:
+    # effort becomes `-c model_reasoning_effort=…`, Codex's own setting for the Responses API's reasoning.effort
+    cx.p.milestone("1A", exit_checks=["It exists (`test -f a.txt`)"], extra="\n## Agent\n- effort: high\n")
+    cx.p.milestone("1B", exit_checks=["It exists (`test -f b.txt`)"], extra="\n## Agent\n- model: other-model\n")
+    cx.p.commit_plan()
+    cx.configure()
+    cx.script("1A", fo.shell("printf 'A\\n' > a.txt"), fo.say("Done."))
+    cx.script("1B", fo.shell("printf 'B\\n' > b.txt"), fo.say("Done."))
+    out = cx.p.run(timeout=WAIT * 2)
+    assert out.returncode == 0, out.stdout + out.stderr
+    first_a, first_b = cx.requests_of("1A")[0].body, cx.requests_of("1B")[0].body
+    assert (first_a.get("reasoning") or {}).get("effort") == "high"
+    assert (first_b.get("reasoning") or {}).get("effort") != "high"
+    assert (first_a["model"], first_b["model"]) == (fo.MODEL, "other-model")
