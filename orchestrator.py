@@ -134,6 +134,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     stages = project.plan.stages()
     print(f"plan OK: {len(project.plan.milestones)} milestones in {len(stages)} stage(s); config OK")
+    if project.config.executor.kind == "ray":
+        print(executor.checked(project.config))
     return EXIT_OK
 
 

@@ -58,6 +58,14 @@ def worker_problems(config: Config) -> list[str]:
     return [found] if found else []
 
 
+def checked(config: Config) -> str:
+    e = config.executor
+    return (
+        f"executor: Ray at {e.address}; executor.remote {shown_url(e.remote or '')} reachable; "
+        "a worker can start git and the agent"
+    )
+
+
 def ray_installed() -> bool:
     if importlib.util.find_spec("ray") is None:
         return False

@@ -245,7 +245,9 @@ def test_validate_runs_a_check_on_a_worker(project: Project, cluster: Any, tmp_p
     project.milestone("1A")
     project.commit_plan()
     ray_project(project, cluster, tmp_path)
-    assert run_validate(project).returncode == 0
+    ok = run_validate(project)
+    assert ok.returncode == 0, ok.stderr
+    assert "a worker can start git and the agent" in ok.stdout
 
     ray_project(project, cluster, tmp_path / "b", agent={"command": ["/nonexistent/agent-cli"]})
     out = run_validate(project)
@@ -304,3 +306,55 @@ def test_stop_of_one_milestone_reaches_its_worker(project: Project, cluster: Any
     statuses = {m["id"]: (m["status"], m["reason"]) for m in project.status_json()["milestones"]}
     assert statuses["1B"] == ("failed", "stopped by user")
     assert statuses["1A"][0] == "done"
+
+
+def test_executor_keys_are_checked_with_the_rest_of_the_config(tmp_path: Path) -> None:
+    from orchestrator_lib import config
+
+    path = tmp_path / "orchestrator.config.json"
+    bad = {"kind": "rey", "address": "ray://head", "resources": {"CPU": -1}, "workdir": "/x"}
+    path.write_text(json.dumps({"executor": bad}))
+    with pytest.raises(config.ConfigError) as e:
+        config.load_config(path, {})
+    said = str(e.value)
+    assert "`executor.kind` must be one of" in said
+    assert "`executor.resources` must be an object of resource names and numbers of at least 0" in said
+    assert "unknown config key `executor.workdir` (did you mean `executor.work_dir`?)" in said
+    path.write_text(json.dumps({}))
+    assert config.load_config(path, {}).executor.kind == "local"  # today's behaviour by default
+
+
+def test_the_config_travels_to_a_worker_as_plain_data_and_back(tmp_path: Path) -> None:
+    from orchestrator_lib import config
+
+    path = tmp_path / "orchestrator.config.json"
+    data = {"executor": {"kind": "ray", "remote": "file:///r.git", "resources": {"CPU": 1, "agent": 0.5}},
+            "agent": {"env": {"A": "1"}, "extra_args": ["--x"]}, "worktree": {"setup": [["make"]]}}  # fmt: skip
+    path.write_text(json.dumps(data))
+    loaded = config.load_config(path, {})
+    assert config.from_data(json.loads(json.dumps(config.to_data(loaded))), path) == loaded
+
+
+def test_a_url_is_shown_without_its_password() -> None:
+    from orchestrator_lib.executor import shown_url
+
+    assert shown_url("https://bob:s3cret@git.example.com/p.git") == "https://git.example.com/p.git"
+    assert shown_url("ssh://git@git.example.com/p.git") == "ssh://git@git.example.com/p.git"
+    assert shown_url("file:///shared/p.git") == "file:///shared/p.git"
+
+
+def test_the_hub_keeps_each_dispatch_apart_and_drops_what_comes_after_it_ended() -> None:
+    from orchestrator_lib.ray_hub import Hub
+
+    hub = Hub()
+    hub.pause(50.0)
+    assert hub.push("1A#1", ["a"]) == (False, 50.0, (0.0, {}))
+    hub.stop("1A#1")
+    hub.spend(3.0, 1, 2.0)
+    orders = hub.push("1B#1", ["b"])
+    assert not orders.stop and orders.spent == (3.0, {1: 2.0})
+    assert hub.push("1A#1", []).stop
+    assert hub.take("1A#1") == ["a"] and hub.take("1A#1") == []
+    hub.forget("1A#1")
+    hub.push("1A#1", ["late"])  # a stray worker of a dispatch that is over
+    assert hub.take("1A#1") == []
