@@ -8,13 +8,14 @@ milestone's spend for this runner; workers record into it and ask it before each
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Iterable
 from typing import NamedTuple, Protocol
 
 from orchestrator_lib import limits
-from orchestrator_lib.config import BudgetConfig, RateLimitConfig
+from orchestrator_lib.config import AgentConfig, BudgetConfig, RateLimitConfig
 from orchestrator_lib.limits import UsageWarning
 from orchestrator_lib.state import MilestoneState
 
@@ -29,6 +30,7 @@ class Pauses(Protocol):
 
 
 REACHED = "budget reached"
+MILESTONE_ROLES = ("implement", "remediate", "review")  # the agents whose spend is the milestone's
 HOLDING = "holding new starts"
 
 # rateLimitType as a person says it; an unknown one is shown as Claude names it.
@@ -73,6 +75,15 @@ def milestone_cap(caps: BudgetConfig, agent_budget: float | None) -> float | Non
     """The lower of budget.milestone_usd and the milestone's own agent budget_usd."""
     set_caps = [c for c in (caps.milestone_usd, agent_budget) if c is not None]
     return min(set_caps) if set_caps else None
+
+
+def with_remaining(agent: AgentConfig, caps: BudgetConfig, spent: float, role: str) -> AgentConfig:
+    """A milestone's agent with what is left of its cap as budget_usd: Claude's --max-budget-usd then
+    stops it mid-run (the runner sees a cost only when a run ends)."""
+    cap = milestone_cap(caps, agent.budget_usd)
+    if cap is None or role not in MILESTONE_ROLES:
+        return agent
+    return dataclasses.replace(agent, budget_usd=round(max(cap - spent, 0.01), 6))
 
 
 class Ledger:

@@ -447,11 +447,13 @@ def _attempt(ctx: _Context, role: str, state: dict[str, Any], extra_env: Mapping
         held = s.monitor.wait_until_ok(stop, lambda reason: s.emit(Held(reason or "")))
         if held:
             return Outcome("interrupted" if held == "stopped" else "resources", held, False)
-        refused = _over_budget(ctx, agent, role) or _refused(ctx, role)
+        refused = _budget_gate(ctx, agent, role, starting=True)
         if refused:
             return refused
-        run, kind = _one_run(ctx, agent, role, state, extra_env)
-        over = _over_budget(ctx, agent, role)  # whatever the run achieved: the milestone is over its budget
+        run, kind = _one_run(
+            ctx, budget.with_remaining(agent, s.config.budget, ctx.tally.cost_usd, role), role, state, extra_env
+        )
+        over = _budget_gate(ctx, agent, role, starting=False)  # whatever the run achieved: over its budget, it stops
         if over:
             return over
         if kind.kind == "ok":
@@ -478,26 +480,16 @@ def _attempt(ctx: _Context, role: str, state: dict[str, Any], extra_env: Mapping
         return outcome
 
 
-_BUDGETED = ("implement", "remediate", "review")  # a milestone's own agents; not the resolver, not draft
-
-
-def _over_budget(ctx: _Context, agent: AgentConfig, role: str) -> Outcome | None:
-    """The milestone's spend reached budget.milestone_usd or its agent's budget_usd: it fails."""
-    own = getattr(agent, "budget_usd", None)  # AgentConfig.budget_usd (the `## Agent` section, issue 13)
-    cap = budget.milestone_cap(ctx.s.config.budget, own if isinstance(own, (int, float)) else None)
-    reason = budget.over_milestone(ctx.tally.cost_usd, cap) if role in _BUDGETED else None
-    if reason:
-        _log_line(ctx, f"{role}: {reason}; the milestone stops")
-    return Outcome("over_budget", reason, False) if reason else None
-
-
-def _refused(ctx: _Context, role: str) -> Outcome | None:
-    """The run's or the stage's cap reached: no new agent starts (running ones finish)."""
-    ledger = ctx.s.budget
-    reason = ledger.refusal(ctx.m.stage) if ledger is not None and role in _BUDGETED else None
-    if reason:
-        _log_line(ctx, f"{role} not started: {reason}")
-    return Outcome("budget", reason, False) if reason else None
+def _budget_gate(ctx: _Context, agent: AgentConfig, role: str, starting: bool) -> Outcome | None:
+    """The milestone's own cap reached: it fails; before a start, the run's or stage's cap reached:
+    it is held back (running agents finish). The resolver and draft are not a milestone's agents."""
+    if role not in budget.MILESTONE_ROLES:
+        return None
+    over = budget.over_milestone(ctx.tally.cost_usd, budget.milestone_cap(ctx.s.config.budget, agent.budget_usd))
+    held = ctx.s.budget.refusal(ctx.m.stage) if starting and ctx.s.budget is not None and not over else None
+    if over or held:
+        _log_line(ctx, f"{role}: {over or held}; no agent starts")
+    return Outcome("over_budget", over, False) if over else Outcome("budget", held, False) if held else None
 
 
 # Claude: "No conversation found with session ID …"; Codex: "no rollout found for thread id …".

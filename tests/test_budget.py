@@ -13,7 +13,7 @@ from conftest import Project
 
 from advanced import RateLimitManager
 from orchestrator_lib import budget, limits, render
-from orchestrator_lib.config import BudgetConfig, Config, ConfigError, RateLimitConfig, load_config
+from orchestrator_lib.config import AgentConfig, BudgetConfig, Config, ConfigError, RateLimitConfig, load_config
 from orchestrator_lib.notify import Announcer
 from orchestrator_lib.plan import Plan
 from orchestrator_lib.state import MilestoneState, RunState
@@ -88,6 +88,16 @@ def test_the_milestone_cap_is_the_lower_of_the_config_and_the_agent_budget() -> 
     assert budget.milestone_cap(BudgetConfig(), 1.5) == 1.5
     assert budget.milestone_cap(BudgetConfig(milestone_usd=2.0), 1.5) == 1.5
     assert budget.milestone_cap(BudgetConfig(milestone_usd=1.0), 1.5) == 1.0
+
+
+def test_claude_is_given_what_is_left_of_the_milestones_budget() -> None:
+    agent = AgentConfig(budget_usd=2.0)
+    assert budget.with_remaining(agent, BudgetConfig(), 0.5, "implement").budget_usd == 1.5
+    assert budget.with_remaining(agent, BudgetConfig(milestone_usd=1.0), 0.25, "review").budget_usd == 0.75
+    assert budget.with_remaining(AgentConfig(), BudgetConfig(milestone_usd=1.0), 0.0, "remediate").budget_usd == 1.0
+    assert budget.with_remaining(AgentConfig(), BudgetConfig(), 0.5, "implement") == AgentConfig()
+    assert budget.with_remaining(agent, BudgetConfig(), 0.5, "resolve") == agent  # not a milestone's agent
+    assert budget.with_remaining(agent, BudgetConfig(), 1.999999, "implement").budget_usd == 0.01
 
 
 def test_records_from_many_threads_are_all_counted() -> None:
