@@ -251,12 +251,12 @@ class Dispatch:
         self.s.emit(event)
 
     def _crashed(self, why: str) -> MilestoneResult | None:
-        """A lost task counts as a crash of the milestone, retried within retry_attempts."""
+        """A lost task counts as a crash of the milestone, resubmitted within retry_attempts (at least once)."""
         crashes = self.record.crashes + 1
         self.record = update(self.record, crashes=crashes, node="")
         self.s.emit(Progress(self.m.id, {"crashes": crashes, "node": ""}))
         self._note(f"{why}; resubmitting from the last pushed state (crash {crashes})")
-        if crashes > self.ex.cfg.retry_attempts:
+        if crashes > max(1, self.ex.cfg.retry_attempts):  # a lost node is no fault of the milestone: once at least
             return MilestoneResult(self.m.id, "failed", f"{why} (crashes: {crashes}, retry_attempts)")
         return None
 

@@ -107,7 +107,7 @@ def test_a_node_that_dies_mid_task_is_resubmitted_and_merged_once(
     project.milestone("1A")
     project.milestone("1B")
     project.commit_plan()
-    ray_project(project, cluster, tmp_path, retry_attempts=1)
+    ray_project(project, cluster, tmp_path)  # retry_attempts 0: a lost node is still resubmitted once
     first = {"chatter": [0.5, 10], "write": {}}  # prints "working N" every half second
     slow = {m: {"implement": [{**first, "write": {f"{m}.txt": "first"}}, {"write": {f"{m}.txt": "again"}}]}
             for m in ("1A", "1B")}  # fmt: skip
