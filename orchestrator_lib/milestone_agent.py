@@ -89,8 +89,8 @@ def _from_text(key: str, text: str) -> Any:
     hint = typing.get_type_hints(AgentConfig)[key]
     optional = typing.get_origin(hint) in (typing.Union, types.UnionType)
     inner = next(a for a in typing.get_args(hint) if a is not type(None)) if optional else hint
-    if optional and text in ("null", "none", "None"):
-        return None
+    if text == "null":  # unset: no value, an empty list or no variables
+        return None if optional else {tuple: [], Mapping: {}}.get(typing.get_origin(inner) or inner, text)
     if inner is str or (inner is configuration.JsonObject and not text.startswith("{")):
         return _json(text) if text.startswith('"') else text
     if typing.get_origin(inner) is tuple and not text.startswith("["):

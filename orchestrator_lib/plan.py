@@ -35,7 +35,7 @@ _DEPENDENCIES = "dependencies"
 _ESTIMATE = "estimated time"
 _AGENT = "agent"
 _KNOWN_SECTIONS = (_DESCRIPTION, _ENTRY, _TASKS, _EXIT, _DEPENDENCIES, _ESTIMATE, _AGENT)
-_SETTING = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*:\s*(.*)", re.DOTALL)
+_SETTING = re.compile(r"([A-Za-z_][A-Za-z0-9_-]*)\s*:\s*(.*)", re.DOTALL)  # a wrong key is named later
 _SETTING_EXAMPLE = "write one setting per item, '- key: value', e.g. '- model: claude-opus-4-5'"
 
 # A day of agent work is a working day, not 24 hours of wall clock.
@@ -462,8 +462,13 @@ def _agent_settings(section: _Block | None) -> tuple[tuple[Setting, ...], list[_
             first = settings[match[1]].line
             issues.append(_Issue(line, f"`{match[1]}` is set twice (first at line {first}): keep one"))
         else:
-            settings[match[1]] = Setting(match[1], match[2].strip(), line)
+            settings[match[1]] = Setting(match[1], _unquoted(match[2].strip()), line)
     return tuple(settings.values()), issues
+
+
+def _unquoted(value: str) -> str:
+    """`claude-opus-4-5` in a code span is the text inside it."""
+    return value[1:-1].strip() if len(value) > 1 and value[0] == value[-1] == "`" else value
 
 
 def parse_estimate(text: str) -> int | None:

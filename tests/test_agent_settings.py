@@ -273,6 +273,16 @@ def test_a_bad_setting_is_reported_at_its_line(tmp_path: Path, settings: str, li
     assert message in found[0].message
 
 
+def test_code_spans_null_and_flag_spellings(tmp_path: Path) -> None:
+    milestone, _ = parse("- model: `claude-opus-4-5`\n- disallowed_tools: null\n- budget_usd: null", tmp_path)
+    config = Config(agent=AgentConfig(disallowed_tools=("WebFetch",), budget_usd=3))
+    agent = milestone_agent.for_role(config, milestone, "implement")
+    assert (agent.model, agent.disallowed_tools, agent.budget_usd) == ("claude-opus-4-5", (), None)
+    milestone, _ = parse("- max-turns: 5", tmp_path)
+    (problem,) = milestone_agent.milestone_problems(milestone, config, tmp_path)
+    assert "unknown agent setting `max-turns` (did you mean `max_turns`?)" in problem.message
+
+
 def test_a_config_setting_the_milestone_preset_lacks_is_named_with_its_origin(tmp_path: Path) -> None:
     milestone, _ = parse("- preset: codex\n- model: gpt-5", tmp_path)
     config = Config(agent=AgentConfig(env={"A": "1"}, budget_usd=1))
