@@ -167,8 +167,8 @@ def _details(m: MilestoneState, snap: render.Snapshot) -> list[str]:
         parts.append(f"pid {m.agent_pid}")
     if m.node:
         parts.append(f"node {short_node(m.node)}")
-    if m.cost_usd:
-        parts.append(f"${m.cost_usd:.2f}")
+    if m.cost_usd or render.milestone_cap(m, snap) is not None:
+        parts.append(render.spend(m, snap))
     return [p for p in parts if p]
 
 
@@ -231,7 +231,7 @@ def _cells(m: MilestoneState, snap: render.Snapshot) -> tuple[RenderableType, ..
         str(m.attempts or ""),
         str(m.review_rounds or ""),
         str(m.agent_pid) if m.agent_pid and m.status == "running" else "",
-        f"${m.cost_usd:.2f}" if m.cost_usd else "",
+        render.spend(m, snap),
         Text(note(m, snap), style="red" if m.status in ("failed", "blocked") else ""),
     )
 

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from orchestrator_lib import files, graph, redact
+from orchestrator_lib import budget, files, graph, redact
 from orchestrator_lib.budget import HOLDING, usd
 from orchestrator_lib.config import BudgetConfig
 from orchestrator_lib.plan import Plan
@@ -102,7 +102,7 @@ def _tasks_body(snap: Snapshot) -> str:
         for m in rows:
             lines.append(
                 f"| {m.id} | {_cell(m.title)} | {m.status} | {m.attempts} | {m.review_rounds} | "
-                f"{_cost(m.cost_usd)} | {_tokens(m)} | {m.merge_commit[:10]} | {_cell(_note(m, snap))} |"
+                f"{spend(m, snap)} | {_tokens(m)} | {m.merge_commit[:10]} | {_cell(_note(m, snap))} |"
             )
         lines.append("")
         spent = _spent(rows)
@@ -167,6 +167,18 @@ def waits_text(ids: Sequence[str]) -> str:
 
 def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
+
+
+def milestone_cap(m: MilestoneState, snap: Snapshot) -> float | None:
+    """Its cap: budget.milestone_usd or its own agent's budget_usd (when the view knows it), the lower."""
+    own = snap.agents.get(m.id, {}).get("budget_usd")
+    return budget.milestone_cap(snap.caps, own if isinstance(own, (int, float)) else None)
+
+
+def spend(m: MilestoneState, snap: Snapshot) -> str:
+    """A milestone's spend, against its cap when it has one: "$0.40 of $1.00"."""
+    cap = milestone_cap(m, snap)
+    return f"{usd(m.cost_usd)} of {usd(cap)}" if cap is not None else _cost(m.cost_usd)
 
 
 def _cost(usd: float) -> str:
@@ -271,7 +283,7 @@ def _milestone_json(m: MilestoneState, snap: Snapshot) -> dict[str, Any]:
         "estimate_minutes": snap.estimates.get(m.id),
         "last_line": m.last_line or None,
         "cost_usd": round(m.cost_usd, 6),
-        "budget_usd": snap.caps.milestone_usd,
+        "budget_usd": milestone_cap(m, snap),
         "input_tokens": m.input_tokens,
         "output_tokens": m.output_tokens,
         "review_rounds": m.review_rounds,

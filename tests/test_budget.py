@@ -308,6 +308,14 @@ def test_tasks_md_and_json_show_the_caps() -> None:
     assert data["budget"] == {"run_usd": 5.0, "stage_usd": 2.0, "milestone_usd": 1.5, "run_spent_usd": 1.75}
     assert [st["budget_usd"] for st in data["stages"]] == [2.0, 2.0]
     assert {m["budget_usd"] for m in data["milestones"]} == {1.5}
+    assert "| $1.25 of $1.50 |" in render.tasks_markdown(s)
+
+
+def test_a_milestones_own_agent_budget_is_its_cap_in_the_views() -> None:
+    s = snap(BudgetConfig(milestone_usd=1.5))._replace(agents={"1A": {"budget_usd": 1.0}, "1B": {"budget_usd": 9.0}})
+    assert [m["budget_usd"] for m in render.status_json(s)["milestones"]] == [1.0, 1.5, 1.5]
+    assert [render.spend(m, s) for m in s.milestones] == ["$1.25 of $1.00", "$0.50 of $1.50", "$0.00 of $1.50"]
+    assert render.spend(s.milestones[0], snap(BudgetConfig())) == "$1.25"
 
 
 def test_a_hold_shows_its_own_banner() -> None:
