@@ -55,7 +55,7 @@ class _View:
         if getattr(args, "schedule", None):  # `run --whatif --schedule …`, `plan --schedule …`
             self.config = replace(self.config, schedule=args.schedule)
         self.plan, self.problems = load_plan(self.root / self.config.milestones_dir, self.root)
-        self.problems += milestone_agent.plan_problems(self.plan, self.config, self.root)
+        self.problems += milestone_agent.plan_problems(self.plan, self.config, self.root, str(self.config_file))
 
     def records(self) -> tuple[dict[str, MilestoneState], RunState]:
         store = StateStore.open(self.root, readonly=True)

@@ -37,14 +37,16 @@ def for_role(config: Config, milestone: Milestone, role: str) -> AgentConfig:
     return configuration.merge_agent(config.agent, changes)
 
 
-def plan_problems(plan: Plan, config: Config, root: Path) -> list[Problem]:
+def plan_problems(
+    plan: Plan, config: Config, root: Path, config_file: str = configuration.CONFIG_FILE
+) -> list[Problem]:
     """Every problem of every milestone's `## Agent`, and of the files the agents' settings name."""
     problems = []
     for milestone in plan.milestones:
         problems += milestone_problems(milestone, config, root)
     for key, agent in (("agent", config.agent), ("review.agent", config.review.agent)):
         for name, message in _missing_files(agent, root):
-            problems.append(Problem(configuration.CONFIG_FILE, 0, f"`{key}.{name}` {message}"))
+            problems.append(Problem(config_file, 0, f"`{key}.{name}` {message}"))
     return problems
 
 
@@ -114,8 +116,11 @@ def _missing_files(agent: AgentConfig | None, root: Path) -> list[tuple[str, str
     missing = []
     for key in configuration.AGENT_PATH_KEYS:
         value = getattr(agent, key)
-        if value and not _bad_form(value) and not (root / value).is_file():
-            missing.append((key, f"names {value}, which is not a file in the repository {root}"))
+        if not value or _bad_form(value):
+            continue
+        elsewhere = pathkeys.location_problem(root, value)  # a symbolic link out of the repository
+        if elsewhere or not (root / value).is_file():
+            missing.append((key, elsewhere or f"names {value}, which is not a file in the repository {root}"))
     return missing
 
 

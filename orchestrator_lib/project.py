@@ -39,7 +39,7 @@ def load_project(args: argparse.Namespace, keep_config_error: bool = False) -> P
     if getattr(args, "schedule", None):  # the flag wins over the file
         config = configuration.replace(config, schedule=args.schedule)
     plan, problems = load_plan(root / config.milestones_dir, root)
-    problems += milestone_agent.plan_problems(plan, config, root)
+    problems += milestone_agent.plan_problems(plan, config, root, str(path))
     base = config.base_branch or git.current_branch(root)
     theirs = tasksfile.ownership_problem(root, config.tasks_file, base)  # never overwrite the user's file
     return Project(

@@ -399,3 +399,17 @@ def test_a_milestones_own_agent_must_be_installed_before_anything_starts(project
     assert project.agent_calls() == [] and fingerprint(project.root) == before
     validated = project.run("--validate-only")
     assert validated.returncode == 0 and "warning: the codex agent CLI `no-such-codex`" in validated.stderr
+
+
+def test_the_files_settings_name_must_be_in_the_repository(project: Project, tmp_path: Path) -> None:
+    outside = tmp_path / "outside.md"
+    outside.write_text("elsewhere\n")
+    (project.root / "linked.md").symlink_to(outside)
+    project.milestone("1A", extra="\n## Agent\n- preset: claude\n- append_system_prompt_file: linked.md\n")
+    project.commit_plan()
+    project.configure(agent={"preset": "claude", "command": None, "mcp_config": "nowhere.json"})
+    out = project.run("--validate-only")
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "milestones/1A.md:8: `append_system_prompt_file` leads to" in out.stderr
+    config_file = project.root / "orchestrator.config.json"
+    assert f"{config_file}: `agent.mcp_config` names nowhere.json, which is not a file in the repository" in out.stderr
