@@ -128,12 +128,14 @@ class Ledger:
             return self._refused
 
 
-def hold_reason(warning: UsageWarning) -> str:
-    """ "holding new starts: 5-hour window at 96 % · resets 14:00" (local time of the reset)."""
+def hold_reason(warning: UsageWarning, now: float) -> str:
+    """ "holding new starts: 5-hour window at 96 % · resets 14:00" (local time; a later day is named)."""
     window = _WINDOWS.get(warning.window, warning.window or "usage window")
     text = f"{HOLDING}: {window} at {warning.utilization * 100:.0f} %"
     if warning.resets_at is not None:
-        text += f" · resets {time.strftime('%H:%M', time.localtime(warning.resets_at))}"
+        at = time.localtime(warning.resets_at)
+        same_day = at[:3] == time.localtime(now)[:3]
+        text += f" · resets {time.strftime('%H:%M' if same_day else '%a %H:%M', at)}"
     return text
 
 
@@ -156,7 +158,7 @@ def hold(rate_limits: Pauses, config: RateLimitConfig, line: str, now: float) ->
     warning = limits.usage_warning(line)
     if warning is None or warning.resets_at is None or not holds(warning, config.pause_at_utilization, now):
         return None
-    reason = hold_reason(warning)
+    reason = hold_reason(warning, now)
     before = rate_limits.paused_until
     until = rate_limits.pause_until(warning.resets_at + config.grace_seconds, reason)
     return Hold(until, reason) if until > before else None

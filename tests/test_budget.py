@@ -228,8 +228,14 @@ def test_a_hold_blocks_new_starts_until_it_ends() -> None:
     [("five_hour", "5-hour window"), ("seven_day", "weekly window"), ("seven_day_opus", "weekly Opus window")],
 )
 def test_the_hold_names_the_window(window: str, said: str) -> None:
-    reason = budget.hold_reason(limits.UsageWarning(0.962, window, NOW))
+    reason = budget.hold_reason(limits.UsageWarning(0.962, window, NOW), NOW - 60)
     assert reason == f"holding new starts: {said} at 96 % · resets {time.strftime('%H:%M', time.localtime(NOW))}"
+
+
+def test_a_reset_on_another_day_names_the_day() -> None:
+    later = NOW + 3 * 86400
+    reason = budget.hold_reason(limits.UsageWarning(0.8, "seven_day", later), NOW)
+    assert reason.endswith(f"resets {time.strftime('%a %H:%M', time.localtime(later))}")
 
 
 # --- config ----------------------------------------------------------------------------
