@@ -279,7 +279,10 @@ class WorktreeManager:
         self.tasks_ours = tasks_ours  # False when the user has edited the generated file in that checkout
         self.owned = owned or Ownership(root)
         self._teardown = teardown
-        self._lock = threading.Lock()
+        # Held by every git command that adds, removes or lists worktrees or deletes a branch: git
+        # reads every worktree's admin folder then, and fails on one another thread is half-way adding
+        # ("failed to read .git/worktrees/2B/commondir"). Dependencies mode merges while tasks start.
+        self._lock = threading.RLock()
 
     @staticmethod
     def branch_for(milestone_id: str) -> str:
@@ -347,6 +350,14 @@ class WorktreeManager:
         path.rename(aside)
 
     def remove(self, milestone_id: str, delete_branch: bool) -> None:
+        with self._lock:
+            self._remove(milestone_id, delete_branch)
+
+    def prune(self) -> None:
+        with self._lock:
+            git.prune_worktrees(self.root)
+
+    def _remove(self, milestone_id: str, delete_branch: bool) -> None:
         path, branch = self.path_for(milestone_id), self.branch_for(milestone_id)
         if git.worktree_of_branch(self.root, branch) is not None:
             self._tear_down(milestone_id, path)
@@ -409,6 +420,10 @@ class WorktreeManager:
         return _MergeFailure(f"after merging {branch} the validation fails: {failure}") if failure else None
 
     def _fresh_integration_worktree(self) -> Path:
+        with self._lock:
+            return self._fresh_integration()
+
+    def _fresh_integration(self) -> Path:
         path = self.dir / "_integration"
         if git.worktree_of_branch(self.root, self.INTEGRATION_BRANCH) is not None:
             self._tear_down("_integration", path)
@@ -428,6 +443,10 @@ class WorktreeManager:
         return self.dir / "_integration"
 
     def drop_integration(self) -> None:
+        with self._lock:
+            self._drop_integration()
+
+    def _drop_integration(self) -> None:
         if git.worktree_of_branch(self.root, self.INTEGRATION_BRANCH) is not None:
             self._tear_down("_integration", self.integration_path)
             self._remove_worktree(self.integration_path)
@@ -438,12 +457,14 @@ class WorktreeManager:
         """Keep a finished integration the runner could not move the base branch to."""
         sha = git.rev_parse(self.root, self.INTEGRATION_BRANCH) or ""
         self.owned.add("branch", name)
-        git.git(self.root, "branch", "-f", name, sha)
+        with self._lock:
+            git.git(self.root, "branch", "-f", name, sha)
         return name
 
     def move_base(self, old: str, new: str) -> list[str]:
         """Move the base branch from old to new; returns the user's files that block it ([] = moved)."""
-        checkout = git.worktree_of_branch(self.root, self.base_branch)
+        with self._lock:
+            checkout = git.worktree_of_branch(self.root, self.base_branch)
         if checkout is None:
             git.update_ref(self.root, self.base_branch, new, old)
             return []

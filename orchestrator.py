@@ -339,9 +339,10 @@ class Runner:
             return StageResult(stage, self.reporter.fail(f"stage {stage} not merged", said), results)
         return StageResult(stage, self._merger().merge(stage, milestones), results)
 
-    def _merger(self) -> StageMerger:
+    def _merger(self, tidy: Callable[[list[Milestone]], None] | None = None) -> StageMerger:
+        """A stage's merger; with `tidy`, a merge queue's: the clearing up after a merge is the caller's."""
         preparer = self.preparer._replace(stop=self.stops.event)
-        return StageMerger(self._services(), self.reporter, self.stops, self._cleanup, preparer)
+        return StageMerger(self._services(), self.reporter, self.stops, tidy or self._cleanup, preparer, bool(tidy))
 
     def _run_graph(self, milestones: list[Milestone]) -> int:
         """Dependencies mode (orchestrator_lib/scheduler.py): the same dispatch unit, merges one by one."""
@@ -359,6 +360,7 @@ class Runner:
             self.args.resume,
             lambda: self.ledger.refused,
             self._budget_reached,
+            self._cleanup,
         )
         return scheduler.GraphRun(hooks, milestones, merged).run()
 

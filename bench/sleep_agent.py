@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Benchmark agent: sleeps BENCH_AGENT_SECONDS, writes one file, exits 0. Logs its start time."""
+"""Benchmark agent: sleeps BENCH_AGENT_SECONDS (BENCH_AGENT_SECONDS_<ID> for one milestone), writes one file,
+exits 0. Logs its start time."""
 
 import os
 import sys
@@ -14,5 +15,6 @@ if log:
 if os.environ.get("ORCHESTRATOR_ROLE") == "review":
     print("VERDICT: PASS")
     raise SystemExit(0)
-time.sleep(float(os.environ.get("BENCH_AGENT_SECONDS", "5")))
+mid = os.environ["ORCHESTRATOR_MILESTONE"]
+time.sleep(float(os.environ.get(f"BENCH_AGENT_SECONDS_{mid}", os.environ.get("BENCH_AGENT_SECONDS", "5"))))
 Path(f"{os.environ['ORCHESTRATOR_MILESTONE']}.txt").write_text("done\n")

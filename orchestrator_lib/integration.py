@@ -79,7 +79,9 @@ class StageMerger:
         stops: StopControl,
         tidy: Callable[[list[Milestone]], None],
         preparer: Preparer,  # copy, link and setup of the integration worktree, in its environment
+        lazy: bool = False,  # leave the merged integration worktree to the caller (and to the next merge)
     ):
+        self.lazy = lazy
         self.preparer = preparer
         self.s = services
         self.cfg = services.config
@@ -152,7 +154,8 @@ class StageMerger:
         blocking = self.worktrees.move_base(self._old, new)
         if blocking:
             return self._base_blocked(label, blocking)
-        self.worktrees.drop_integration()
+        if not self.lazy:  # lazy: the caller drops it once the next milestones have started
+            self.worktrees.drop_integration()
         self.reporter.store.put(*merged.values())  # only now: the base branch holds the merges
         for mid in merged:  # a merged milestone's agents are never taken over again
             launches.clear(agent_dir(self.s), mid)

@@ -122,4 +122,4 @@ def remove_worktrees(root: Path, worktrees: WorktreeManager, milestones: Iterabl
             worktrees.remove(m.id, delete_branch=True)
         except OrchestratorError as e:
             log.warning("could not remove the worktree of %s: %s", m.id, e)
-    git.prune_worktrees(root)
+    worktrees.prune()

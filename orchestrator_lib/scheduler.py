@@ -34,13 +34,14 @@ class Hooks(NamedTuple):
     stops: StopControl
     events: queue.Queue[object]
     work: Callable[[Services, Job], None]  # Runner._work: runs one job, puts its MilestoneResult on events
-    merger: Callable[[], StageMerger]
+    merger: Callable[[Callable[[list[Milestone]], None]], StageMerger]  # given what tidies up after a merge
     judge: Callable[[MilestoneResult], MilestoneResult]  # an interrupted result: a stop, or a failure?
     done_before: Callable[[MilestoneState | None], bool]  # done, its branch still there: only the merge is left
     cannot_authenticate: Callable[[int, MilestoneResult], int]
     resume: bool
     budget_refused: Callable[[], str]  # why the run's or a stage's cap stops new starts ("" while it does not)
     budget_reached: Callable[[int], int]
+    tidy: Callable[[list[Milestone]], None]  # merged milestones' worktrees and branches removed
 
 
 class GraphRun:
@@ -60,6 +61,8 @@ class GraphRun:
         self.updating: set[str] = set()  # given back to their own session once for a predicted conflict
         self.fatal: MilestoneResult | None = None
         self.own: dict[str, worktree_prep.Isolation] = {}
+        self.resumed: set[str] = set()  # running or interrupted when the run began: they start first
+        self.untidy: list[Milestone] = []  # merged; their worktrees go once the ready ones have started
 
     # ------------------------------------------------------------ the loop
 
@@ -85,9 +88,17 @@ class GraphRun:
                 if code != EXIT_OK:
                     return code
                 continue
+            self._tidy()
             if not self.running:
                 return None
             self._next_event()
+
+    def _tidy(self) -> None:
+        # After the starts: a removed worktree is nothing the next milestone waits for.
+        if self.untidy:
+            done, self.untidy = self.untidy, []
+            self.worktrees.drop_integration()
+            self.h.tidy(done)
 
     def _take_stock(self) -> None:
         """Port blocks for every selected milestone; those done before (a resumed run) go to the queue."""
@@ -99,6 +110,8 @@ class GraphRun:
         for m in sorted(self.pending, key=graph.order_key):
             if self.h.done_before(records.get(m.id)):
                 self.queue.append(m.id)
+        unfinished = (Status.RUNNING, Status.INTERRUPTED)
+        self.resumed = {mid for mid, rec in records.items() if rec.status in unfinished}
         self.pending = [m for m in self.pending if m.id not in self.queue]
         names = ", ".join(m.id for m in sorted(self.todo.values(), key=graph.order_key))
         done = f" ({', '.join(self.queue)} already done: merging)" if self.queue else ""
@@ -106,7 +119,9 @@ class GraphRun:
 
     def _start_ready(self, pool: concurrent.futures.ThreadPoolExecutor) -> None:
         free = self.cfg.max_parallel_tasks - len(self.running)
-        for m in graph.ready(self.pending, self.merged)[: max(0, free)]:
+        ready = graph.ready(self.pending, self.merged)
+        ready.sort(key=lambda m: m.id not in self.resumed)  # stable: agents a killed run left go on first
+        for m in ready[: max(0, free)]:
             self.pending.remove(m)
             self._submit(pool, m, None)
 
@@ -181,7 +196,7 @@ class GraphRun:
             )
             self._submit(pool, m, Conflict(clash, base))
             return EXIT_OK
-        code, blocked = self.h.merger().merge_one(m)
+        code, blocked = self.h.merger(self.untidy.extend).merge_one(m)
         if code != EXIT_OK:
             return code
         if blocked:

@@ -5,12 +5,14 @@ what happened is read from the agents' own start/end records and from git, never
 from __future__ import annotations
 
 import os
+import random
 import signal
 import subprocess
 import sys
 from typing import Any
 
 from conftest import ORCHESTRATOR, Project
+from test_chaos import assert_the_plan_landed_once, chaos_plan, kill_and_resume, schedule
 
 ORIGINAL = "line 1\noriginal\nline 3\n"
 
@@ -52,17 +54,22 @@ def work(plan: Any, slow: float, **extra: dict[str, Any]) -> dict[str, Any]:
 
 def test_a_stage_2_milestone_starts_and_merges_before_the_slow_stage_1_milestone_ends(project: Project) -> None:
     skewed(project)
+    # 1A ends only once 2B's file is in the user's checkout, i.e. 2B is merged (bounded: a barrier
+    # between stages would make 1A wait the full 60 s, and the start/end times below would say so).
+    plan = ["1A", "1B", "1C", "2A", "2B", "3A"]
+    project.script(work(plan, 0.0, **{"1A": {"wait_for_file": [str(project.root / "2B.txt"), 60]}}))
     out = project.run()
     assert out.returncode == 0, out.stdout + out.stderr
     runs = {mid: r[0] for mid, r in starts(project).items()}
     slow_end = runs["1A"]["end"]
     assert runs["2A"]["start"] < slow_end and runs["2B"]["start"] < slow_end
     assert runs["3A"]["start"] > slow_end  # it depends on 1A: it waited for its merge
+    assert slow_end - runs["1A"]["start"] < 50  # it did not wait out its bound
     trailers = merge_trailers(project)
     assert sorted(trailers) == ["1A", "1B", "1C", "2A", "2B", "3A"]  # each merged exactly once
     order = list(reversed(trailers))  # git log is newest first
-    assert order.index("2A") < order.index("1A") and order.index("2B") < order.index("1A")
-    assert order[-1] == "3A"
+    assert order.index("1C") < order.index("2B") < order.index("1A") < order.index("3A")
+    assert order.index("1B") < order.index("2A")
     assert all(len(r) == 1 for r in starts(project).values())  # every agent ran once
     assert {m["status"] for m in project.status_json()["milestones"]} == {"merged"}
     tasks = project.show("TASKS.md")
@@ -214,3 +221,13 @@ def test_resume_mid_graph_after_sigkill_merges_each_milestone_exactly_once(proje
     trailers = merge_trailers(project)
     assert sorted(trailers) == ["1A", "1B", "1C", "2A", "2B", "3A"]  # exactly once each
     assert len(starts(project)["1A"]) == 1  # the slow agent outlived the runner and was taken over
+
+
+def test_chaos_in_dependencies_mode_every_milestone_merges_exactly_once(project: Project) -> None:
+    """tests/test_chaos.py's plan and kills (fewer, another seed), with merges running beside the agents."""
+    chaos_plan(project)
+    project.configure(max_parallel_tasks=2, schedule="dependencies")
+    project.commit_plan("dependencies mode")
+    landed = kill_and_resume(project, schedule(random.Random(7), count=8))
+    assert_the_plan_landed_once(project)
+    assert sum(not w.startswith("missed") for w in landed) >= 4, landed
