@@ -134,7 +134,12 @@ def _add_plan_writers(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _add_run_options(p: Any) -> None:
-    p.add_argument("--stage", type=int, metavar="N", help="run only stage N (earlier stages must be merged)")
+    p.add_argument(
+        "--stage",
+        type=int,
+        metavar="N",
+        help="run only stage N (earlier stages must be merged; in dependencies mode only its milestones' Dependencies)",
+    )
     p.add_argument("--milestone", metavar="ID", help="run only this milestone, e.g. 1A")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run where it stopped")
     p.add_argument(

@@ -231,3 +231,30 @@ def test_chaos_in_dependencies_mode_every_milestone_merges_exactly_once(project:
     landed = kill_and_resume(project, schedule(random.Random(7), count=8))
     assert_the_plan_landed_once(project)
     assert sum(not w.startswith("missed") for w in landed) >= 4, landed
+
+
+def test_a_skewed_plan_with_a_failure_and_a_conflict_reviews_on(project: Project) -> None:
+    """Everything at once, review on: 1A slow; 1B and 1C clash in shared.txt; 1D fails; 2D waits on 1D."""
+    (project.root / "shared.txt").write_text(ORIGINAL)
+    plan = {"1A": (), "1B": (), "1C": (), "1D": (), "2A": ("1A",), "2B": ("1B", "1C"), "2D": ("1D",), "3A": ("2D",)}
+    for mid, deps in plan.items():
+        project.milestone(mid, deps=deps)
+    project.configure(schedule="dependencies", max_parallel_tasks=3)
+    project.commit_plan()
+    script = work(list(plan), 2.0)
+    script["1B"]["implement"][0]["write"]["shared.txt"] = ORIGINAL.replace("original", "from 1B")
+    script["1C"]["implement"][0].update(write={"shared.txt": ORIGINAL.replace("original", "from 1C")}, sleep=1.0)
+    script["1D"]["implement"][0].update(exit=3)
+    project.script(script)
+    out = project.run()
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert sorted(merge_trailers(project)) == ["1A", "1B", "1C", "2A", "2B"]
+    statuses = project.statuses()
+    assert statuses["1D"] == "failed" and statuses["2D"] == "blocked" and statuses["3A"] == "blocked"
+    assert "1C would conflict with main in shared.txt" in out.stdout
+    assert set(starts(project, "update")) == {"1C"}  # its own session (the default agent leaves the markers)
+    (resolver,) = [run for runs in starts(project, "resolve").values() for run in runs]  # then the resolver
+    assert "conflicts in: shared.txt" in resolver["prompt"]
+    shared = project.show("shared.txt")
+    assert "from 1B" in shared and "from 1C" in shared and "<<<<<<<" not in shared
+    assert "1D (failed)" in out.stdout and "2D, 3A" in out.stdout
