@@ -68,7 +68,7 @@ class GraphRun:
 
     def run(self) -> int:
         self._take_stock()
-        workers = min(self.cfg.max_parallel_tasks, max(1, len(self.pending)))
+        workers = self.cfg.max_parallel_tasks  # threads come as needed; an update job takes one too
         with concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="milestone") as pool:
             try:
                 code = self._loop(pool)
@@ -78,19 +78,19 @@ class GraphRun:
         return code if code is not None else self._ending()
 
     def _loop(self, pool: concurrent.futures.ThreadPoolExecutor) -> int | None:
+        ending: int | None = None  # a merge ended the run (the base cannot move): the running finish first
         while True:
             self.h.stops.check_requests()
             stopping = self.h.stops.is_set() or self.fatal is not None or bool(self.h.budget_refused())
-            if not stopping:
+            if not stopping and ending is None:
                 self._start_ready(pool)
-            if self.queue and not stopping:
+            if self.queue and not stopping and ending is None:
                 code = self._merge_next(pool)
-                if code != EXIT_OK:
-                    return code
+                ending = None if code == EXIT_OK else code
                 continue
             self._tidy()
             if not self.running:
-                return None
+                return ending
             self._next_event()
 
     def _tidy(self) -> None:

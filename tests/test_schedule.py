@@ -258,3 +258,37 @@ def test_a_skewed_plan_with_a_failure_and_a_conflict_reviews_on(project: Project
     shared = project.show("shared.txt")
     assert "from 1B" in shared and "from 1C" in shared and "<<<<<<<" not in shared
     assert "1D (failed)" in out.stdout and "2D, 3A" in out.stdout
+
+
+def test_a_user_edit_that_stops_the_base_moving_ends_the_run_after_the_running_agents(project: Project) -> None:
+    (project.root / "app.txt").write_text("v1\n")
+    project.milestone("1A", tasks="- Change `app.txt`.")
+    project.milestone("1B")
+    project.configure(schedule="dependencies", review={"enabled": False})
+    project.commit_plan()
+    project.script(
+        {
+            "1A": {"implement": [{"write": {"app.txt": "v2 by agent\n"}}]},
+            "1B": {
+                "implement": [
+                    {
+                        "wait_for_file": [str(project.root / ".worktree" / "_integration" / "app.txt"), 30],
+                        "write": {"1B.txt": "1B\n"},
+                    }
+                ]
+            },
+        }
+    )
+    (project.root / "app.txt").write_text("my local edit\n")
+    head = project.git("rev-parse", "main").strip()
+    out = project.run()
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "your uncommitted changes in app.txt" in out.stdout and "orchestrator/1A" in out.stdout
+    assert (project.root / "app.txt").read_text() == "my local edit\n"
+    assert project.git("rev-parse", "main").strip() == head
+    assert project.statuses()["1B"] == "done"  # it finished and was recorded; nothing more started or merged
+    project.git("checkout", "app.txt")  # the user puts the edit away
+    again = project.run()
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert sorted(merge_trailers(project)) == ["1A", "1B"]
+    assert len(starts(project)["1B"]) == 1  # done before: only merged
