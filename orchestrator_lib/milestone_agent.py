@@ -4,7 +4,7 @@ The items are read by orchestrator_lib/plan.py as written (`- model: claude-opus
 value is typed by its config key (a number, a list, a JSON object …), checked with the config's own
 rules, and every problem is reported with the milestone file and the line of the setting.
 Implement and remediate runs use the merged agent; review runs use `review.agent` (itself merged
-over `agent`), resolve and draft runs the config's `agent`.
+over `agent`) with the milestone's `budget_usd`, resolve and draft runs the config's `agent`.
 """
 
 from __future__ import annotations
@@ -29,11 +29,13 @@ _MILESTONE_ROLES = ("implement", "remediate")
 
 def for_role(config: Config, milestone: Milestone, role: str) -> AgentConfig:
     """The agent that runs `role` for `milestone` (a plan that passed validation)."""
-    if role == "review" and config.review.agent is not None:
-        return config.review.agent
-    if role not in _MILESTONE_ROLES or not milestone.agent:
+    changes = _typed(milestone.agent)[0] if milestone.agent else {}
+    if role == "review":
+        reviewer = config.review.agent or config.agent
+        # The milestone's budget is the milestone's, whichever of its agents spends it.
+        return dataclasses.replace(reviewer, budget_usd=changes["budget_usd"]) if "budget_usd" in changes else reviewer
+    if role not in _MILESTONE_ROLES or not changes:
         return config.agent
-    changes, _ = _typed(milestone.agent)
     return configuration.merge_agent(config.agent, changes)
 
 

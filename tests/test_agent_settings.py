@@ -6,6 +6,7 @@ runs the real Claude CLI with them)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -247,10 +248,11 @@ def test_the_section_is_typed_and_merged_for_implement_and_remediate_only(tmp_pa
     assert json.loads(agent.settings or "") == {"sandbox": {"enabled": True}}
     assert (dict(agent.env), agent.timeout_minutes) == ({"B": "2"}, 5)
     assert milestone_agent.for_role(config, milestone, "remediate") == agent
-    assert milestone_agent.for_role(config, milestone, "review") == config.agent
+    # a review runs with the reviewer's settings, within the milestone's budget
+    assert milestone_agent.for_role(config, milestone, "review") == dataclasses.replace(config.agent, budget_usd=2.5)
     assert milestone_agent.for_role(config, milestone, "resolve") == config.agent
     reviewer = Config(agent=config.agent, review=ReviewConfig(agent=AgentConfig(model="r")))
-    assert milestone_agent.for_role(reviewer, milestone, "review").model == "r"
+    assert milestone_agent.for_role(reviewer, milestone, "review") == AgentConfig(model="r", budget_usd=2.5)
 
 
 @pytest.mark.parametrize(
