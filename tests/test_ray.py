@@ -84,6 +84,8 @@ def test_a_two_stage_plan_runs_each_milestone_on_a_worker(project: Project, clus
     assert {nodes["1A"], nodes["1B"]} == {"head", "second"}
     status = project.status_json()
     assert all(m["node"] for m in status["milestones"])
+    shown = project.run("status").stdout
+    assert all(f"node {m['node'][:8]}" in shown for m in status["milestones"])
 
 
 def _kill_stray_agents(project: Project) -> None:
