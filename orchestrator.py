@@ -423,7 +423,7 @@ class Runner:
             return r
         if self._fatal is not None:
             return r._replace(reason=f"stopped: the agent of {self._fatal.id} could not authenticate")
-        if r.reason.startswith(budget.REACHED):
+        if budget.REACHED in r.reason:
             return r  # held back by the run's or stage's cap: --resume goes on
         if not self.stops.is_set():
             stopped = self.stops.for_milestone(r.id).is_set()

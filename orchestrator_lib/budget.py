@@ -3,7 +3,8 @@
 Spend is what the agents report (Claude's `total_cost_usd`; a preset that reports no cost
 counts 0). Each milestone's spend is kept in its state record (`cost_usd`, carried across
 retries and resumes), so a resumed run counts what was spent before. The ledger holds every
-milestone's spend for this runner; workers record into it and ask it before each agent start.
+milestone's spend for this runner (recorded as the workers report it, Runner._emit); a worker asks
+it before each agent start.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ class Pauses(Protocol):
 
 
 REACHED = "budget reached"
-MILESTONE_ROLES = ("implement", "remediate", "review")  # the agents whose spend is the milestone's
+# The agents whose spend is the milestone's ("update": its own session merging a moved base).
+MILESTONE_ROLES = ("implement", "remediate", "review", "update")
 HOLDING = "holding new starts"
 
 # rateLimitType as a person says it; an unknown one is shown as Claude names it.

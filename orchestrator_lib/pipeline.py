@@ -243,7 +243,7 @@ def _update_from_base(ctx: _Context, conflict: conflicts.Conflict) -> MilestoneR
         if outcome.kind != "ok" or left:
             git.abort_and_reset(path, before)
             why = outcome.message if outcome.kind != "ok" else f"conflict markers left in {', '.join(left)}"
-            status = "interrupted" if outcome.kind == "interrupted" else "failed"
+            status = "interrupted" if outcome.kind in ("interrupted", "budget") else "failed"
             return MilestoneResult(m.id, status, f"its own session did not resolve the conflict: {why[-300:]}")
         git.commit_merge(path, [before, ctx.base], [subject])
     head = git.rev_parse(path, "HEAD") or ""

@@ -379,6 +379,8 @@ def test_a_stage_cap_holds_back_the_stage_and_resume_goes_on(project: Project) -
     assert started(project) == ["1A"]
     assert project.statuses() == {"1A": "done", "1B": "interrupted", "2A": "pending"}
     assert "Budget: stage 1 $1.50 of $1.00 · stage 2 $0.00 of $1.00" in (project.root / "TASKS.md").read_text()
+    shown = project.run("watch", "--once").stdout + project.run("status").stdout
+    assert shown.count("Budget: stage 1 $1.50 of $1.00 · stage 2 $0.00 of $1.00") == 2, shown
 
     project.configure(max_parallel_tasks=1, review={"enabled": False}, budget={"stage_usd": 5.0})
     resumed = project.run("--resume")
