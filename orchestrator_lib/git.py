@@ -355,6 +355,12 @@ def runner_branches(root: Path, base: str, prefixes: Sequence[str], extra: Colle
         ]
 
 
+def fork_point(cwd: Path, base: str, branch: str) -> str | None:
+    """Where `branch` left `base` (their merge base), or None when they share no history."""
+    out = git(cwd, "merge-base", base, branch, check=False)
+    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else None
+
+
 def version(cwd: Path) -> str:
     """`git --version` as git prints it, e.g. "git version 2.39.5"."""
     return git(cwd, "--version").stdout.strip()

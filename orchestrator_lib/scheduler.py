@@ -128,9 +128,17 @@ class GraphRun:
     def _submit(self, pool: concurrent.futures.ThreadPoolExecutor, m: Milestone, conflict: Conflict | None) -> None:
         rec = self.h.reporter.store.get(m.id)
         reuse = conflict is not None or self.h.resume or bool(rec and rec.branch)
-        job = Job(m, self.worktrees.base_commit(), rec, reuse, self.own.get(m.id), conflict)
+        job = Job(m, self._base_for(m, conflict), rec, reuse, self.own.get(m.id), conflict)
         self.running[m.id] = job
         pool.submit(self.h.work, self.h.services, job)
+
+    def _base_for(self, m: Milestone, conflict: Conflict | None) -> str:
+        """The base its checks and review diff against: the base now for a new branch (or one being brought
+        up to it); for a branch an earlier run left, where it left the base, which has moved on since."""
+        base, root, branch = self.worktrees.base_commit(), self.h.services.root, self.worktrees.branch_for(m.id)
+        if conflict is not None or not git.branch_exists(root, branch):
+            return base
+        return git.fork_point(root, base, branch) or base
 
     def _next_event(self) -> None:
         try:

@@ -292,3 +292,18 @@ def test_a_user_edit_that_stops_the_base_moving_ends_the_run_after_the_running_a
     assert again.returncode == 0, again.stdout + again.stderr
     assert sorted(merge_trailers(project)) == ["1A", "1B"]
     assert len(starts(project)["1B"]) == 1  # done before: only merged
+
+
+def test_a_branch_left_by_an_earlier_run_is_checked_against_where_it_left_the_base(project: Project) -> None:
+    project.milestone("1A")
+    project.milestone("1B", exit_checks=["Fixed (`test -f ok.txt`)"])
+    project.configure(schedule="dependencies", review={"max_rounds": 1})
+    project.commit_plan()
+    project.script({"1B": {"implement": [{"write": {"1B.txt": "1B\n"}}, {"write": {"ok.txt": "ok\n"}}]}})
+    first = project.run()
+    assert first.returncode == 1 and project.statuses() == {"1A": "merged", "1B": "failed"}
+    again = project.run("--resume")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert sorted(merge_trailers(project)) == ["1A", "1B"]
+    (review,) = starts(project, "review")["1B"]
+    assert "ok.txt" in review["prompt"] and "1A.txt" not in review["prompt"]  # 1A's merge is not its change
