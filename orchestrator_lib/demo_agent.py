@@ -70,7 +70,7 @@ def main() -> int:
     say(f"demo agent: {role} {os.environ.get('ORCHESTRATOR_MILESTONE', '?')}")
     if role == "review":
         return review()
-    if role == "resolve":
+    if role in ("resolve", "update"):  # update: its branch is merging the base; keep both sides
         return resolve()
     return implement(prompt)
 

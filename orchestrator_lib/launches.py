@@ -59,6 +59,11 @@ class Status(NamedTuple):
     error: str = ""  # the agent could not be started
 
 
+# Roles whose agent a restarted runner never takes over: a resolver's merge and an update's merge of
+# the base are redone, not resumed (their merge in progress is gone with the runner).
+NOT_ADOPTED = ("resolve", "update")
+
+
 def key(milestone: str, role: str, round_no: int) -> str:
     return f"{milestone}-{role}-{round_no}"
 

@@ -615,7 +615,7 @@ def _adoptable(ctx: _Context, path: Path, role: str) -> tuple[launches.Launch, l
     whole group killed) or older than the milestone's last finished run: None, a new attempt.
     """
     launch = launches.read_launch(path)
-    if role == "resolve" or launch is None or launch.id in ctx.tally.used or launch.milestone != ctx.m.id:
+    if role in launches.NOT_ADOPTED or launch is None or launch.id in ctx.tally.used or launch.milestone != ctx.m.id:
         return None
     ctx.tally.used.add(launch.id)  # taken over once: a retry after it is a new start
     if launch.runner == launches.THIS_RUNNER or launch.launched_at <= ctx.tally.fresh_since:

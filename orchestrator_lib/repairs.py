@@ -74,7 +74,7 @@ def adoptable_agents(store: StateStore) -> dict[int, bool]:
     found: dict[int, bool] = {}
     for path, launch in launches.all_launches(store.path.parent / launches.AGENTS_DIR):
         rec = records.get(launch.milestone)
-        if launch.role == "resolve" or (rec is not None and not _resumes(rec, launch.launched_at)):
+        if launch.role in launches.NOT_ADOPTED or (rec is not None and not _resumes(rec, launch.launched_at)):
             continue
         status = launches.settle(path, launch)
         if status is not None and launches.is_running(status):
