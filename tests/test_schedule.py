@@ -13,6 +13,7 @@ from typing import Any
 
 from conftest import ORCHESTRATOR, Project
 from test_chaos import assert_the_plan_landed_once, chaos_plan, kill_and_resume, schedule
+from test_resilience import WAIT, alive, implement_calls, running, wait_for
 
 ORIGINAL = "line 1\noriginal\nline 3\n"
 
@@ -307,3 +308,22 @@ def test_a_branch_left_by_an_earlier_run_is_checked_against_where_it_left_the_ba
     assert sorted(merge_trailers(project)) == ["1A", "1B"]
     (review,) = starts(project, "review")["1B"]
     assert "ok.txt" in review["prompt"] and "1A.txt" not in review["prompt"]  # 1A's merge is not its change
+
+
+def test_stop_in_dependencies_mode_ends_the_run_and_resume_continues_the_graph(project: Project) -> None:
+    project.milestone("1A")
+    project.milestone("1B")
+    project.milestone("2B", deps=["1B"])
+    project.configure(schedule="dependencies", review={"enabled": False})
+    project.commit_plan()
+    project.script({"1A": {"implement": [{"write": {"half.txt": "h"}, "hang": True}, {"write": {"1A.txt": "a"}}]}})
+    with running(project) as runner:
+        wait_for(lambda: "2B" in merge_trailers(project), "1B and 2B to merge beside the hanging 1A")
+        agent = int(implement_calls(project, "1A")[0]["pid"])
+        assert project.run("stop", timeout=WAIT).returncode == 0
+        assert runner.wait(timeout=WAIT) == 130
+    assert not alive(agent)
+    assert project.statuses() == {"1A": "interrupted", "1B": "merged", "2B": "merged"}
+    out = project.run("--resume", timeout=WAIT)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert sorted(merge_trailers(project)) == ["1A", "1B", "2B"]
