@@ -327,3 +327,23 @@ def test_stop_in_dependencies_mode_ends_the_run_and_resume_continues_the_graph(p
     out = project.run("--resume", timeout=WAIT)
     assert out.returncode == 0, out.stdout + out.stderr
     assert sorted(merge_trailers(project)) == ["1A", "1B", "2B"]
+
+
+def test_in_stages_mode_the_forecast_merges_the_clean_branches_first(project: Project) -> None:
+    (project.root / "shared.txt").write_text(ORIGINAL)
+    for mid in ("1A", "1B", "1C"):
+        project.milestone(mid)
+    project.configure(review={"enabled": False})
+    project.commit_plan()
+    project.script(
+        {
+            "1A": {"implement": [{"write": {"shared.txt": ORIGINAL.replace("original", "from 1A")}}]},
+            "1B": {"implement": [{"write": {"shared.txt": ORIGINAL.replace("original", "from 1B")}}]},
+        }
+    )
+    out = project.run()
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "1B is predicted to conflict in shared.txt: it merges last" in out.stdout
+    assert list(reversed(merge_trailers(project))) == ["1A", "1C", "1B"]  # id order would be 1A, 1B, 1C
+    (resolver,) = [run for runs in starts(project, "resolve").values() for run in runs]
+    assert "conflicts in: shared.txt" in resolver["prompt"]
