@@ -241,7 +241,8 @@ class GraphRun:
             reporter.say(f"  {mid} {self._status(mid)}: {why.splitlines()[0] if why else ''}")
         failed = ", ".join(f"{mid} ({self._status(mid)})" for mid in sorted(self.failed))
         blocked = ", ".join(sorted(self.blocked))
-        said = f"not merged: {failed}" + (f"; blocked, waiting for them: {blocked}" if blocked else "")
+        said = f"not merged: {failed}" if failed else "not merged"
+        said += f"; blocked, waiting for them: {blocked}" if blocked else ""
         said += ". Branches are kept; fix and run again with --resume (merged milestones are not redone)."
         return reporter.fail(said.split(". ")[0], said)
 
