@@ -35,6 +35,18 @@ _OUTPUT_LINES_KEPT = 4000
 _LINE_CHARS_KEPT = 20_000
 _POLL_S = 0.1  # how often the runner looks at an agent's log and status
 SCRUB_ENV = "CLAUDE_CODE_SUBPROCESS_ENV_SCRUB"
+# Given as --allowedTools when the scrub is on (it overrides the permission mode). A milestone's own
+# allowed_tools replaces it; disallowed_tools (the reviewer's no-edit rule among them) still wins over it.
+FILE_TOOLS = ("Read", "Glob", "Grep", "Edit", "MultiEdit", "Write", "NotebookEdit", "TodoWrite")
+SCRUB_ALLOWED_TOOLS = (*FILE_TOOLS, "Bash", "BashOutput", "KillShell", "Task", "WebFetch", "WebSearch")
+
+
+def scrub_allowed_tools(permission_mode: str | None) -> tuple[str, ...]:
+    """The tools the chosen mode would have let run: everything under bypassPermissions; reading and
+    editing files under acceptEdits, and under auto (its own judgement is off with the scrub)."""
+    return SCRUB_ALLOWED_TOOLS if permission_mode in (None, "bypassPermissions") else FILE_TOOLS
+
+
 REVIEWER_DISALLOWED = ("Edit", "Write", "NotebookEdit")
 
 
@@ -75,21 +87,36 @@ def executable_for(agent: AgentConfig) -> str | None:
     return agent.executable or DEFAULT_EXECUTABLES[agent.preset]
 
 
+# What Claude Code (2.1.197) needs to run with CLAUDE_CODE_SUBPROCESS_ENV_SCRUB=1: its Bash tool then
+# runs in a sandbox. Without bwrap it refuses to start ("bubblewrap is required for subprocess env
+# scrubbing"); without socat every Bash call fails ("Sandbox dependencies not available: socat not
+# installed"). No scrub is better than no agent, or an agent that cannot run the tests.
+SCRUB_NEEDS = (("bwrap", "bubblewrap (`bwrap`)"), ("socat", "`socat`"))
+
+
+def _scrub_missing(agent: AgentConfig, path: str | None) -> list[str]:
+    if agent.preset != "claude":
+        return []
+    return [name for exe, name in SCRUB_NEEDS if shutil.which(exe, path=path) is None]
+
+
 def can_scrub(agent: AgentConfig, path: str | None = None) -> bool:
-    """Whether the agent can run with CLAUDE_CODE_SUBPROCESS_ENV_SCRUB=1. Claude Code (2.1.197) runs
-    its Bash tool under bubblewrap then, and without `bwrap` it refuses to start at all ("bubblewrap
-    is required for subprocess env scrubbing"): no scrub is better than no agent."""
-    return agent.preset != "claude" or shutil.which("bwrap", path=path) is not None
+    """Whether the agent can run with CLAUDE_CODE_SUBPROCESS_ENV_SCRUB=1 (see SCRUB_NEEDS)."""
+    return not _scrub_missing(agent, path)
 
 
 def scrub_warning(agent: AgentConfig, path: str | None = None) -> str | None:
     """What a person should know when the agent's Bash tool will see the credentials."""
-    if SCRUB_ENV in agent.env or can_scrub(agent, path):
+    missing = [] if SCRUB_ENV in agent.env else _scrub_missing(agent, path)
+    if not missing:
         return None
+    names = " and ".join(missing)
     return (
-        f"bubblewrap (`bwrap`) is not installed: Claude Code needs it to keep the API credentials out of its "
-        f"Bash tool's environment ({SCRUB_ENV}=1), so agents run without that. Install it (e.g. `apt-get "
-        f'install bubblewrap`), or set agent.env {{"{SCRUB_ENV}": "0"}} to say so and silence this'
+        f"{names} {'is' if len(missing) == 1 else 'are'} not installed: Claude Code needs "
+        f"{'it' if len(missing) == 1 else 'them'} to keep the API credentials out of its Bash tool's environment "
+        f"({SCRUB_ENV}=1), so agents run without that. Install {'it' if len(missing) == 1 else 'them'} "
+        f'(e.g. `apt-get install bubblewrap socat`), or set agent.env {{"{SCRUB_ENV}": "0"}} to say so and '
+        "silence this"
     )
 
 
@@ -141,6 +168,10 @@ def build_invocation(
         argv, session_id = _codex_argv(agent, resume_session, flags)
     elif agent.preset == "claude":
         argv, session_id = _claude_argv(agent, role, resume_session, flags)
+        if env.get(SCRUB_ENV) == "1" and not agent.allowed_tools:
+            # With the scrub on, Claude Code forces its permission mode back to "default" ("Declare
+            # allowedTools explicitly", 2.1.197): without a list, every Write is refused headless.
+            argv += ("--allowedTools", *scrub_allowed_tools(agent.permission_mode))
         if _is_root() and "--dangerously-skip-permissions" in argv:
             # Claude Code refuses to skip permissions as root unless told it is sandboxed;
             # running as root happens in containers, which is where unattended runs belong.

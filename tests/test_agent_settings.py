@@ -10,6 +10,7 @@ import dataclasses
 import json
 import os
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -342,10 +343,7 @@ def test_plan_and_status_show_each_milestones_effective_agent(project: Project) 
 
 
 def test_every_agent_run_scrubs_credentials_from_claudes_subprocesses_unless_agent_env_says(tmp_path: Path) -> None:
-    bwrap = tmp_path / "bin" / "bwrap"
-    bwrap.parent.mkdir()
-    bwrap.write_text("#!/bin/sh\n")
-    bwrap.chmod(0o755)
+    bwrap = sandbox_tools(tmp_path / "bin", "bwrap", "socat")
     with_bwrap = {"PATH": str(bwrap.parent)}
     assert invocation(AgentConfig(), **with_bwrap).env[agents.SCRUB_ENV] == "1"
     assert invocation(AgentConfig(preset="codex"), **{agents.SCRUB_ENV: "0"}).env[agents.SCRUB_ENV] == "1"
@@ -353,12 +351,52 @@ def test_every_agent_run_scrubs_credentials_from_claudes_subprocesses_unless_age
     assert agents.scrub_warning(AgentConfig(), with_bwrap["PATH"]) is None
 
 
+def test_with_the_scrub_on_claude_is_given_its_tools_explicitly(tmp_path: Path) -> None:
+    # Claude Code 2.1.197 forces the permission mode back to "default" when the scrub is set; without
+    # --allowedTools a headless agent then has every Write refused ("you haven't granted it yet").
+    bwrap = sandbox_tools(tmp_path / "bin", "bwrap", "socat")
+    scrubbed = invocation(AgentConfig(), PATH=str(bwrap.parent)).argv
+    assert {"Write", "Edit", "Bash"} <= set(after_flag(scrubbed, "--allowedTools"))
+    own = invocation(AgentConfig(allowed_tools=("Read",)), PATH=str(bwrap.parent)).argv
+    assert after_flag(own, "--allowedTools") == ["Read"]  # the user's own list stands alone
+    edits_only = invocation(AgentConfig(permission_mode="acceptEdits"), PATH=str(bwrap.parent)).argv
+    assert "Write" in after_flag(edits_only, "--allowedTools") and "Bash" not in after_flag(
+        edits_only, "--allowedTools"
+    )
+    opted_out = invocation(AgentConfig(env={agents.SCRUB_ENV: "0"}), PATH=str(bwrap.parent)).argv
+    assert "--allowedTools" not in opted_out
+    assert "--allowedTools" not in invocation(AgentConfig(), PATH=str(tmp_path)).argv  # no bwrap, no scrub
+
+
+def sandbox_tools(folder: Path, *names: str) -> Path:
+    """Stand-ins for the sandbox's programs on a PATH of their own; the last one made."""
+    folder.mkdir()
+    for name in names:
+        (folder / name).write_text("#!/bin/sh\n")
+        (folder / name).chmod(0o755)
+    return folder / names[-1]
+
+
+def after_flag(argv: Sequence[str], flag: str) -> list[str]:
+    """The values after `flag`, up to the next option."""
+    start = list(argv).index(flag) + 1
+    values: list[str] = []
+    for arg in argv[start:]:
+        if arg.startswith("--"):
+            break
+        values.append(arg)
+    return values
+
+
 def test_claude_without_bubblewrap_runs_unscrubbed_and_says_so(tmp_path: Path) -> None:
     # Claude Code refuses to start with the scrub on and no bwrap: "bubblewrap is required …"
     empty = str(tmp_path)
     assert agents.SCRUB_ENV not in invocation(AgentConfig(), PATH=empty).env
     assert invocation(AgentConfig(preset="command", command=("x",)), PATH=empty).env[agents.SCRUB_ENV] == "1"
-    assert "bubblewrap (`bwrap`) is not installed" in (agents.scrub_warning(AgentConfig(), empty) or "")
+    assert "bubblewrap (`bwrap`) and `socat` are not installed" in (agents.scrub_warning(AgentConfig(), empty) or "")
+    only_bwrap = sandbox_tools(tmp_path / "only", "bwrap")  # and every Bash call would fail without socat
+    assert agents.SCRUB_ENV not in invocation(AgentConfig(), PATH=str(only_bwrap.parent)).env
+    assert "`socat` is not installed" in (agents.scrub_warning(AgentConfig(), str(only_bwrap.parent)) or "")
     assert agents.scrub_warning(AgentConfig(env={agents.SCRUB_ENV: "0"}), empty) is None
 
 

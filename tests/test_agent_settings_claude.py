@@ -99,11 +99,11 @@ def test_each_milestone_reaches_the_api_with_its_own_model_and_flags(cp: ClaudeP
     assert after(argv, "--fallback-model") == ["claude-sonnet-4-5"]
 
     seen = cp.p.show("env.txt").split()
-    if shutil.which("bwrap"):
+    if shutil.which("bwrap") and shutil.which("socat"):
         assert seen == ["scrub=1", "key="], "the Bash tool must not see the API key"
-    else:  # Claude refuses to start with the scrub and no bubblewrap: the run goes on without it, and says so
+    else:  # Claude cannot scrub without its sandbox's programs: the run goes on without it, and says so
         assert seen[0] == "scrub=unset"
-        assert "bubblewrap (`bwrap`) is not installed" in out.stderr
+        assert "not installed: Claude Code needs" in out.stderr
 
     states = {m["id"]: m for m in cp.p.status_json()["milestones"]}
     assert states["1A"]["agent"] == {"preset": "claude", "model": "claude-opus-4-5", "effort": "high", "budget_usd": 4}
