@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
@@ -102,10 +101,7 @@ def test_a_reviewer_keeps_its_refused_edit_tools_besides_the_configured_ones() -
     assert after(argv, "--disallowedTools", 4) == ("WebFetch", "Edit", "Write", "NotebookEdit")
 
 
-def _help(cli_env: str, *args: str) -> str:
-    cli = os.environ.get(cli_env)
-    if not cli or not Path(cli).exists():
-        pytest.skip(f"{cli_env} is not set to the pinned CLI")
+def _help(cli: str, *args: str) -> str:
     out = subprocess.run((cli, *args, "--help"), capture_output=True, text=True, timeout=60)
     return out.stdout + out.stderr
 
@@ -115,8 +111,8 @@ def _help(cli_env: str, *args: str) -> str:
 CLAUDE_UNLISTED = {"--max-turns", "--append-system-prompt-file"}
 
 
-def test_claude_flag_names_are_the_pinned_clis() -> None:
-    text = _help("CLAUDE_CLI")
+def test_claude_flag_names_are_the_pinned_clis(claude_cli: str) -> None:
+    text = _help(claude_cli)
     for flag in presets.CLAUDE_FLAGS:
         assert (f"{flag.option} " in text or f"{flag.option}," in text) != (flag.option in CLAUDE_UNLISTED), flag
     assert "--permission-mode <mode>" in text
@@ -126,13 +122,11 @@ def test_claude_flag_names_are_the_pinned_clis() -> None:
     assert f"({levels})" in " ".join(text.split())
 
 
-def test_other_presets_flag_names_are_their_pinned_clis() -> None:
-    for name, env, args in (
-        ("codex", "CODEX_CLI", ("exec",)),
-        ("gemini", "GEMINI_CLI", ()),
-        ("aider", "AIDER_CLI", ()),
-    ):
-        text = _help(env, *args)
+def test_other_presets_flag_names_are_their_pinned_clis(codex_cli: str, gemini_cli: str, aider_cli: str) -> None:
+    # The fixtures find the CLIs orchestrator.sh installs under .tools/ (or $CODEX_CLI …); under CI a
+    # missing one fails the test instead of skipping it.
+    for name, cli, args in (("codex", codex_cli, ("exec",)), ("gemini", gemini_cli, ()), ("aider", aider_cli, ())):
+        text = _help(cli, *args)
         for flag in presets.get(name).flags:
             assert f"{flag.option} " in text or f"{flag.option}," in text or f"{flag.option}=" in text, (name, flag)
 
