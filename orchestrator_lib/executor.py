@@ -9,6 +9,7 @@ optional extra (requirements-ray.txt), so it is imported only when it is chosen.
 from __future__ import annotations
 
 import importlib.util
+import socket
 import sys
 from pathlib import Path
 from typing import Protocol
@@ -92,15 +93,35 @@ def problems(config: Config | None, root: Path) -> list[str]:
     if remote:
         unreachable = remote_problem(root, remote)
         found += [unreachable] if unreachable else []
-    return found
+    silent = address_problem(config.executor.address)
+    return [*found, silent] if silent else found
+
+
+ADDRESS_TIMEOUT = 5.0
+
+
+def address_problem(address: str) -> str | None:
+    """A cluster address that does not answer: ray.init would retry it for minutes and not hear a stop."""
+    if not address or address == "auto":
+        return None  # Ray finds the local cluster itself, and says at once when there is none
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=ADDRESS_TIMEOUT):
+            return None
+    except (OSError, ValueError) as e:
+        return (
+            f"executor.address {address!r} does not answer ({e}): start the cluster there "
+            "(`ray start --head`), or fix the address (README: Past one machine)"
+        )
 
 
 def remote_problem(root: Path, remote: str) -> str | None:
     out = git.ls_remote(root, remote)
     if out.returncode == 0:
         return None
-    said = (out.stderr or out.stdout).strip().splitlines()
-    why = said[-1] if said else f"exit {out.returncode}"
+    said = [line.strip() for line in (out.stderr or out.stdout).splitlines() if line.strip()]
+    errors = [line for line in said if line.startswith(("fatal:", "error:"))]  # git's reason, not its advice
+    why = "; ".join(errors or said[-1:]) or f"exit {out.returncode}"
     return (
         f"executor.remote {shown_url(remote)} is not reachable from this machine (git ls-remote: {why}): "
         "check the URL, that the repository exists (git init --bare) and this machine's git credentials"

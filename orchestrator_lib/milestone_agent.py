@@ -59,8 +59,8 @@ def milestone_problems(milestone: Milestone, config: Config, root: Path) -> list
     changes, found = _typed(milestone.agent)
     lines = {s.key: s.line for s in milestone.agent}
     problems = [Problem(shown, line, message) for line, message in found]
-    if problems:
-        return problems  # the merged agent would be checked with defaults standing in
+    if "preset" in lines and "preset" not in changes and problems:
+        return problems  # with the preset itself wrong, which settings it takes cannot be judged
     agent = configuration.merge_agent(config.agent, changes)
     for key, message in configuration.agent_problems(agent) + _missing_files(agent, root):
         where = "" if key in lines else f" (from the config's `agent.{key}`)"

@@ -51,7 +51,7 @@ def check_project(project: Project, args: argparse.Namespace) -> list[object]:
     """Every problem that stops a run, found before anything is written; warnings are printed."""
     for warning in stray_entries(project.root / project.config.milestones_dir, project.root):
         print(f"warning: {warning}", file=sys.stderr)
-    for note in _scrub_warnings(project):
+    for note in _scrub_warnings(project) if project.config_ok else ():  # a broken config's stand-in agent is no one's
         print(f"warning: {note}", file=sys.stderr)
     config = project.config if project.config_ok else None
     stage, milestone = getattr(args, "stage", None), getattr(args, "milestone", None)

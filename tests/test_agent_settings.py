@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
@@ -447,3 +448,29 @@ def test_the_files_settings_name_must_be_in_the_repository(project: Project, tmp
     assert "milestones/1A.md:8: `append_system_prompt_file` leads to" in out.stderr
     config_file = project.root / "orchestrator.config.json"
     assert f"{config_file}: `agent.mcp_config` names nowhere.json, which is not a file in the repository" in out.stderr
+
+
+def test_a_broken_config_gets_no_warning_about_an_agent_it_does_not_use(project: Project) -> None:
+    # Its stand-in (the default claude agent) is no one's agent: only the config's own error is said.
+    project.milestone("1A")
+    project.commit_plan()
+    project.configure(agent={"preset": "demo"}, schedule="graph")
+
+    out = project.run("--validate-only", env={"PATH": os.path.dirname(os.path.realpath("/usr/bin/git"))})
+
+    assert out.returncode == 2
+    assert "`schedule` must be" in out.stderr
+    assert "Claude Code needs" not in out.stderr
+
+
+def test_every_problem_of_an_agent_section_is_named_at_once(project: Project) -> None:
+    # A typo must not hide a bad value on the next line: the user fixes them in one go.
+    project.milestone("1A", extra="\n## Agent\n- modle: x\n- budget_usd: -1\n- max_turns: lots\n")
+    project.commit_plan()
+
+    out = project.run("--validate-only")
+
+    assert out.returncode == 2
+    assert "milestones/1A.md:7: unknown agent setting `modle`" in out.stderr
+    assert "milestones/1A.md:8: `budget_usd` must be at least" in out.stderr
+    assert "milestones/1A.md:9: `max_turns`" in out.stderr

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -224,7 +225,25 @@ def test_validate_says_when_the_remote_is_unreachable(project: Project, tmp_path
 
     assert out.returncode == 2
     assert "executor.remote" in out.stderr and "not reachable from this machine" in out.stderr
+    assert "does not appear to be a git repository" in out.stderr  # git's reason, not only its advice
     assert not (project.root / ".orchestrator").exists()  # nothing written
+
+
+def test_an_address_that_does_not_answer_is_exit_2_at_once(project: Project, tmp_path: Path) -> None:
+    # ray.init retries a silent address for minutes and does not hear a stop: refuse before starting.
+    project.milestone("1A")
+    project.commit_plan()
+    remote = tmp_path / "remote.git"
+    subprocess.run(("git", "init", "-q", "--bare", str(remote)), check=True)
+    with socket.socket() as unused:  # a port nobody listens on: bound, never listening
+        unused.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{unused.getsockname()[1]}"
+        project.configure(executor={"kind": "ray", "remote": remote.as_uri(), "address": address})
+
+        for out in (run_validate(project), project.run(timeout=60)):
+            assert out.returncode == 2, out.stdout + out.stderr
+            assert f"executor.address '{address}' does not answer" in out.stderr
+    assert not (project.root / ".orchestrator" / "state.db").exists()
 
 
 def test_ray_not_installed_is_exit_2_naming_the_requirements_file(project: Project, tmp_path: Path) -> None:
