@@ -89,8 +89,11 @@ def _add_housekeeping(sub: Any, common: argparse.ArgumentParser) -> None:
     demo.add_argument(
         "--dir", metavar="DIR", help="where to create the scratch repository (default: a new temp folder)"
     )
-    sub.add_parser(
+    validate = sub.add_parser(
         "validate", parents=[common], help="check the plan and config, run nothing (same as --validate-only)"
+    )
+    validate.add_argument(
+        "--schedule", choices=("stages", "dependencies"), help="check the plan as this schedule would run it"
     )
 
 

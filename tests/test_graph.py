@@ -133,6 +133,9 @@ def test_config_schedule_is_checked_and_the_flag_overrides_it(project: Project) 
     assert "schedule: stages" in project.run("--whatif", "--schedule", "stages").stdout
     bad = project.run("--schedule", "sometimes")
     assert bad.returncode == 2 and "invalid choice: 'sometimes'" in bad.stderr
+    checked = project.run("validate", "--schedule", "dependencies")  # validate takes it as run does
+    assert checked.returncode == 0, checked.stderr
+    assert project.run("validate", "--schedule", "sometimes").returncode == 2
 
 
 def test_plan_shows_which_branches_will_conflict(project: Project) -> None:
