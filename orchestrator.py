@@ -325,6 +325,9 @@ class Runner:
         if self.stops.is_set():
             self.reporter.interrupted(self.root)
         if self.ledger.refused:
+            for r in results:  # the cap ends the run; what failed before it still needs saying
+                if r.status == "failed":
+                    say(f"  {r.id} failed: {r.reason.splitlines()[0] if r.reason else ''}")
             return StageResult(stage, self._budget_reached(stage), results)
         if any(r.status == "interrupted" for r in results):
             self.reporter.interrupted(self.root)

@@ -229,6 +229,9 @@ class GraphRun:
         if self.h.stops.is_set():
             reporter.interrupted(self.h.services.root)
         if self.h.budget_refused():
+            self._say_failed()  # the cap is why the run ends, not all that went wrong in it
+            if self.blocked:
+                reporter.say(f"  blocked, waiting for them: {', '.join(sorted(self.blocked))}")
             return self.h.budget_reached(0)
         for m in self.pending:  # what nothing in this run can merge: say so rather than pass over it
             why = f"waits for {', '.join(graph.waits_for(m, self.merged))}, not merged"
@@ -237,14 +240,17 @@ class GraphRun:
         if not self.failed and not self.blocked:
             reporter.finished(reporter.closing_line())
             return EXIT_OK
-        for mid, why in sorted(self.failed.items()):
-            reporter.say(f"  {mid} {self._status(mid)}: {why.splitlines()[0] if why else ''}")
+        self._say_failed()
         failed = ", ".join(f"{mid} ({self._status(mid)})" for mid in sorted(self.failed))
         blocked = ", ".join(sorted(self.blocked))
         said = f"not merged: {failed}" if failed else "not merged"
         said += f"; blocked, waiting for them: {blocked}" if blocked else ""
         said += ". Branches are kept; fix and run again with --resume (merged milestones are not redone)."
         return reporter.fail(said.split(". ")[0], said)
+
+    def _say_failed(self) -> None:
+        for mid, why in sorted(self.failed.items()):
+            self.h.reporter.say(f"  {mid} {self._status(mid)}: {why.splitlines()[0] if why else ''}")
 
     def _status(self, mid: str) -> str:
         rec = self.h.reporter.store.get(mid)

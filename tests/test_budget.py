@@ -416,3 +416,26 @@ def test_a_run_cap_in_dependencies_mode_stops_new_starts_and_resume_goes_on(proj
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert started(project) == ["1A", "2A"]
     assert sorted(project.trailers()) == ["1A", "2A"]
+
+
+def test_when_a_cap_ends_a_graph_run_the_failed_and_the_blocked_are_still_named(project: Project) -> None:
+    project.milestone("1A")
+    project.milestone("1B")
+    project.milestone("2A", deps=["1A"])
+    project.milestone("2B", deps=["1B"])
+    project.commit_plan()
+    # 1A writes nothing (its exit criterion fails); then 1B's cost reaches the run's cap
+    project.script(
+        {
+            "1A": {"implement": [{"print": [result_line(0.5)]}], "remediate": [{"print": [result_line(0.5)]}]},
+            "1B": {"implement": [{"write": {"1B.txt": "B\n"}, "print": [result_line(2.0)]}]},
+        }
+    )
+    project.configure(max_parallel_tasks=1, review={"enabled": False}, schedule="dependencies", budget={"run_usd": 2.5})
+
+    out = project.run()
+
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "budget reached" in out.stdout
+    assert "  1A failed:" in out.stdout
+    assert "blocked, waiting for them: 2A" in out.stdout
