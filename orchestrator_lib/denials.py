@@ -11,27 +11,19 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from orchestrator_lib import limits
+
 _SHOWN_CHARS = 120
 
 
 def read(output: str) -> tuple[str, ...]:
     """The refusals of the last result event in `output`, each as `Bash (curl http://…)`."""
     for line in reversed(output.splitlines()):
-        event = _event(line)
+        event = limits.json_object(line) if line.startswith("{") else None
         if event is not None and event.get("type") == "result":
             found = event.get("permission_denials")
             return tuple(_shown(d) for d in found if isinstance(d, dict)) if isinstance(found, list) else ()
     return ()
-
-
-def _event(line: str) -> dict[str, Any] | None:
-    if not line.startswith("{"):
-        return None
-    try:
-        event = json.loads(line)
-    except ValueError:
-        return None
-    return event if isinstance(event, dict) else None
 
 
 def _shown(denial: dict[str, Any]) -> str:

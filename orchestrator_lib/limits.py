@@ -94,7 +94,8 @@ _CODEX_SECTION = re.compile(r"^(?:(?:codex|thinking|tokens used)$|exec\b|(?:ERRO
 # ---------------------------------------------------------------- reading output
 
 
-def _json_object(text: str) -> dict[str, Any] | None:
+def json_object(text: str) -> dict[str, Any] | None:
+    """One line of an agent's JSON output as an object, or None (the one parser of such lines)."""
     try:
         value = json.loads(text)
     except ValueError:
@@ -106,14 +107,14 @@ def _items(output: str) -> list[dict[str, Any] | str]:
     """The output as JSON events and plain lines, in order."""
     stripped = output.strip()
     if stripped.startswith("{") and "\n" in stripped:
-        whole = _json_object(stripped)  # Gemini --output-format json is pretty-printed
+        whole = json_object(stripped)  # Gemini --output-format json is pretty-printed
         if whole is not None:
             return [whole]
     items: list[dict[str, Any] | str] = []
     for raw in output.splitlines():
         line = raw.strip()
         if line:
-            event = _json_object(line) if line.startswith("{") else None
+            event = json_object(line) if line.startswith("{") else None
             items.append(line if event is None else event)
     return items
 
@@ -421,7 +422,7 @@ def usage_warning(line: str) -> UsageWarning | None:
     """The warning one stream-json line carries, if it is one (a plain "allowed" is not)."""
     if '"rate_limit_event"' not in line:
         return None
-    event = _json_object(line.strip())
+    event = json_object(line.strip())
     info = _dict(event.get("rate_limit_info")) if event and event.get("type") == "rate_limit_event" else {}
     utilization = _float(info.get("utilization"))
     if info.get("status") != "allowed_warning" or utilization is None:
