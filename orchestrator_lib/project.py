@@ -70,7 +70,8 @@ def _agents_used(project: Project) -> list[configuration.AgentConfig]:
 
 
 def _scrub_warnings(project: Project) -> list[str]:
-    found = (agents.scrub_warning(a, os.environ.get("PATH")) for a in _agents_used(project))
+    installed = [a for a in _agents_used(project) if agents.check_installed(a, project.root) is None]
+    found = (agents.scrub_warning(a, os.environ.get("PATH")) for a in installed)  # a missing CLI is its own error
     return list(dict.fromkeys(w for w in found if w))
 
 
